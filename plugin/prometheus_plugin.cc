@@ -1,0 +1,249 @@
+// uWSGI glue: the plugin struct, its options and hooks. The endpoint runs on
+// its own thread in the master; see README.md for what each option does.
+#include <dlfcn.h>
+#include <pthread.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstdlib>
+#include <cstring>
+#include <ctime>
+#include <memory>
+#include <string>
+
+#include "exporter.h"
+#include "http.h"
+#include "uwsgi_glue.h"
+#include "uwsgi_source.h"
+
+extern struct uwsgi_server uwsgi;
+
+#ifndef UWSGI_PROMETHEUS_VERSION
+#define UWSGI_PROMETHEUS_VERSION "0.1.0"
+#endif
+
+namespace uwsgi_prometheus {
+namespace {
+
+// Option values, written by uWSGI's option parser.
+struct Config {
+  char* socket = nullptr;
+  char* path = nullptr;
+  int collect_cores = 0;
+  char* stats_uri = nullptr;
+} config;
+
+// Runtime state, owned by the master. Heap objects are intentionally not
+// destroyed by static destructors: workers inherit the memory and must not
+// run any teardown of it.
+struct State {
+  HttpServer* server = nullptr;
+  UwsgiSource* source = nullptr;
+  Exporter* exporter = nullptr;
+  HttpServerOptions server_options;
+  pid_t server_pid = 0;  // the process the server thread runs in
+  std::atomic<int64_t> last_cycle_ns{0};  // master loop heartbeat (CLOCK_MONOTONIC)
+  bool atfork_registered = false;
+} state;
+
+void Log(const std::string& line) { uwsgi_log("[prometheus] %s\n", line.c_str()); }
+
+[[noreturn]] void Fatal(const std::string& line) {
+  Log(line);
+  exit(1);
+}
+
+int64_t MonotonicNs() {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<int64_t>(ts.tv_sec) * 1000000000 + ts.tv_nsec;
+}
+
+// The UWSGI_VERSION define inside a --cflags string.
+std::string VersionIn(const std::string& cflags) {
+  const std::string key = "-DUWSGI_VERSION=\"\\\"";
+  size_t start = cflags.find(key);
+  if (start == std::string::npos) return "(unknown version)";
+  start += key.size();
+  size_t end = cflags.find("\\\"", start);
+  return cflags.substr(start, end == std::string::npos ? std::string::npos : end - start);
+}
+
+// ABI guard: uWSGI does not check that a plugin was built for its layout. We
+// were compiled with one uwsgi binary's --cflags (which carry its version and
+// every define that changes struct uwsgi_server); refuse to run in another.
+void CheckBuild() {
+  using GetCflags = char* (*)();
+  auto get_cflags = reinterpret_cast<GetCflags>(dlsym(RTLD_DEFAULT, "uwsgi_get_cflags"));
+  if (!get_cflags) return;  // very old uWSGI: nothing to compare with
+  char* running = get_cflags();
+  if (!running) return;
+  std::string ours = UWSGI_PROMETHEUS_BUILT_CFLAGS;
+  std::string theirs = running;
+  free(running);
+  auto trim = [](std::string& s) {
+    while (!s.empty() && (s.back() == ' ' || s.back() == '\n')) s.pop_back();
+  };
+  trim(ours);
+  trim(theirs);
+  if (ours == theirs) return;
+  Log("this plugin was built for a different uWSGI build and cannot read its memory.");
+  Log(std::string("built for: uWSGI ") + UWSGI_VERSION + " (" + UWSGI_PROMETHEUS_BUILT_BINARY +
+      ")");
+  Log("running in: uWSGI " + VersionIn(theirs));
+  Log("built with cflags: " + ours);
+  Log("running cflags:    " + theirs);
+  Fatal("rebuild the plugin against the uwsgi you run: cmake -DUWSGI_BIN=$(command -v uwsgi) ... "
+        "(or python3 uwsgiconfig.py --uwsgi $(command -v uwsgi)); see README.md");
+}
+
+void CheckConfig() {
+  std::string path = config.path ? config.path : "/metrics";
+  if (path.empty() || path[0] != '/' || path.find_first_of(" \t\r\n?#") != std::string::npos) {
+    Fatal("--prometheus-path '" + path + "': must start with '/' and contain no spaces, '?' or '#'");
+  }
+  if (path == "/" || path == "/-/healthy") {
+    Fatal("--prometheus-path '" + path + "': that path is taken by the landing page or the "
+          "health probe; pick another, e.g. /metrics");
+  }
+  std::string error;
+  const std::string socket = config.socket ? config.socket : ":9117";
+  if (!ParseListenAddress(socket, &state.server_options.address, &error)) {
+    Fatal("--prometheus-socket '" + socket + "': " + error);
+  }
+  if (state.server_options.address.kind == ListenAddress::Kind::kTcp &&
+      state.server_options.address.port == 0) {
+    Fatal("--prometheus-socket '" + socket + "': port 0 is not allowed; give a port, e.g. :9117");
+  }
+}
+
+// The master loop's heartbeat: master_cycle runs at least once per
+// master-interval (1 s by default). Before the loop starts (apps loading)
+// the master counts as alive.
+bool Healthy(std::string* reason) {
+  const int64_t last = state.last_cycle_ns.load(std::memory_order_relaxed);
+  if (last == 0) return true;
+  const int interval = uwsgi.master_interval > 0 ? uwsgi.master_interval : 1;
+  const int64_t limit_ns = static_cast<int64_t>(3 * interval + 5) * 1000000000;
+  const int64_t age_ns = MonotonicNs() - last;
+  if (age_ns <= limit_ns) return true;
+  *reason = "uWSGI master loop has not run for " + std::to_string(age_ns / 1000000000) + " s";
+  return false;
+}
+
+void AfterForkInChild() {
+  // Workers, mules, spoolers and anything else the master forks must not
+  // hold the listening socket or the server's connections.
+  if (state.server) state.server->CloseFdsAfterFork();
+}
+
+bool StartServer(std::string* error) {
+  auto server = std::make_unique<HttpServer>();
+  if (!server->Listen(state.server_options, error)) return false;
+  Exporter* exporter = state.exporter;
+  if (!server->Start([exporter](const HttpRequest& req, HttpResponse* resp) {
+        exporter->Handle(req, resp);
+      }, error)) {
+    return false;
+  }
+  state.server = server.release();
+  state.server_pid = getpid();
+  return true;
+}
+
+// preinit_apps: in the master, after the worker table exists and before
+// workers fork. Binds the endpoint so a busy port stops start-up.
+void PreinitApps() noexcept {
+  try {
+    if (uwsgi.mywid != 0) return;  // never in a worker
+    if (!uwsgi.master_process) {
+      Fatal("the prometheus plugin serves metrics from the uWSGI master: add 'master = true' "
+            "to your configuration (or --master)");
+    }
+    CheckConfig();
+    ExporterOptions options;
+    options.metrics_path = config.path ? config.path : "/metrics";
+    options.model.collect_cores = config.collect_cores != 0;
+    options.model.stats_uri = config.stats_uri ? config.stats_uri : StatsUriFromConfig();
+    options.version = UWSGI_PROMETHEUS_VERSION;
+    state.source = new UwsgiSource(options.model.collect_cores);
+    state.exporter = new Exporter(state.source, options, Healthy);
+    state.exporter->log = Log;
+    if (!state.atfork_registered) {
+      pthread_atfork(nullptr, nullptr, AfterForkInChild);
+      state.atfork_registered = true;
+    }
+    std::string error;
+    if (!StartServer(&error)) {
+      Fatal("--prometheus-socket '" + state.server_options.address.ToString() + "': " + error);
+    }
+    Log("serving metrics on " + state.server_options.address.ToString() + options.metrics_path +
+        (options.model.stats_uri.empty() ? "" : " (stats_uri=\"" + options.model.stats_uri + "\")"));
+  } catch (const std::exception& e) {
+    Fatal(std::string("cannot start: ") + e.what());
+  }
+}
+
+// master_cycle: runs in the master loop. Keeps the heartbeat for /-/healthy,
+// and restarts the endpoint if the master is a forked copy of the process
+// that started it (daemonize2), where the thread does not exist.
+void MasterCycle() noexcept {
+  state.last_cycle_ns.store(MonotonicNs(), std::memory_order_relaxed);
+  if (!state.exporter || state.server_pid == getpid()) return;
+  static int64_t last_try_ns = 0;
+  const int64_t now = MonotonicNs();
+  if (now - last_try_ns < 1000000000) return;
+  last_try_ns = now;
+  try {
+    std::string error;
+    if (StartServer(&error)) {
+      Log("endpoint restarted in the new master process");
+    } else {
+      Log("cannot restart endpoint yet: " + error);
+    }
+  } catch (const std::exception& e) {
+    Log(std::string("cannot restart endpoint: ") + e.what());
+  }
+}
+
+void MasterCleanup() noexcept {
+  if (state.server && state.server_pid == getpid()) {
+    state.server->Stop();
+  }
+}
+
+void OnLoad() noexcept { CheckBuild(); }
+
+struct uwsgi_option options[] = {
+    {const_cast<char*>("prometheus-socket"), required_argument, 0,
+     const_cast<char*>("address of the Prometheus endpoint: :9117 (default), 127.0.0.1:9117, "
+                       "[::1]:9117 or a UNIX socket path"),
+     uwsgi_opt_set_str, &config.socket, 0},
+    {const_cast<char*>("prometheus-path"), required_argument, 0,
+     const_cast<char*>("path of the metrics page (default /metrics)"), uwsgi_opt_set_str,
+     &config.path, 0},
+    {const_cast<char*>("prometheus-collect-cores"), no_argument, 0,
+     const_cast<char*>("export per-core families (as uwsgi_exporter --collect.cores)"),
+     uwsgi_opt_true, &config.collect_cores, 0},
+    {const_cast<char*>("prometheus-stats-uri"), required_argument, 0,
+     const_cast<char*>("value of the stats_uri label (default: derived from --stats, or empty)"),
+     uwsgi_opt_set_str, &config.stats_uri, 0},
+    {nullptr, 0, 0, nullptr, nullptr, nullptr, 0},
+};
+
+}  // namespace
+}  // namespace uwsgi_prometheus
+
+extern "C" __attribute__((visibility("default"))) struct uwsgi_plugin prometheus_plugin;
+
+struct uwsgi_plugin prometheus_plugin = [] {
+  struct uwsgi_plugin p;
+  memset(&p, 0, sizeof p);
+  p.name = "prometheus";
+  p.options = uwsgi_prometheus::options;
+  p.on_load = uwsgi_prometheus::OnLoad;
+  p.preinit_apps = uwsgi_prometheus::PreinitApps;
+  p.master_cycle = uwsgi_prometheus::MasterCycle;
+  p.master_cleanup = uwsgi_prometheus::MasterCleanup;
+  return p;
+}();

@@ -1,0 +1,153 @@
+// Reads uWSGI's counters the way its stats server does
+// (uwsgi_master_generate_stats in core/master_utils.c), without JSON and
+// from a thread of the master: everything read here lives in memory that
+// uWSGI maps shared before forking workers (workers, apps, cores, caches,
+// uwsgi.shared) or in master memory that does not change after start-up
+// (the socket and cache lists).
+#include "uwsgi_source.h"
+
+#include <sys/ioctl.h>
+
+#include "uwsgi_glue.h"
+
+extern struct uwsgi_server uwsgi;
+
+namespace uwsgi_prometheus {
+
+namespace {
+
+int64_t PipeQueue(int fd) {
+  int queued = 0;
+  if (fd < 0 || ioctl(fd, FIONREAD, &queued) != 0) return 0;
+  return queued;
+}
+
+WorkerStatus StatusOf(const struct uwsgi_worker& w, bool busy) {
+  // Same precedence as the stats server.
+  if (w.cheaped) return WorkerStatus::kCheap;
+  if (w.suspended && !busy) return WorkerStatus::kPause;
+  if (w.sig) return WorkerStatus::kSig;
+  return busy ? WorkerStatus::kBusy : WorkerStatus::kIdle;
+}
+
+std::string FixedString(const char* s, size_t max_len) {
+  size_t len = 0;
+  while (len < max_len && s[len]) ++len;
+  return std::string(s, len);
+}
+
+}  // namespace
+
+bool UwsgiSource::Take(Snapshot* out, std::string* error) noexcept {
+  try {
+    if (!uwsgi.workers || !uwsgi.shared) {
+      *error = "uWSGI's worker table is not allocated yet";
+      return false;
+    }
+    out->listen_queue = uwsgi.shared->backlog;
+    out->listen_queue_errors = uwsgi.shared->backlog_errors;
+    out->signal_queue = PipeQueue(uwsgi.shared->worker_signal_pipe[1]);
+
+    out->sockets.clear();
+    for (struct uwsgi_socket* s = uwsgi.sockets; s; s = s->next) {
+      SocketSnapshot sock;
+      sock.name = s->name ? s->name : "";
+      sock.proto = s->proto_name ? s->proto_name : "uwsgi";
+      sock.queue = s->queue;
+      sock.max_queue = s->max_queue;
+      sock.shared = s->shared != 0;
+      sock.can_offload = s->can_offload != 0;
+      out->sockets.push_back(std::move(sock));
+    }
+
+    const int cores = uwsgi.cores;
+    out->workers.resize(uwsgi.numproc > 0 ? uwsgi.numproc : 0);
+    for (int i = 0; i < uwsgi.numproc; ++i) {
+      const struct uwsgi_worker& w = uwsgi.workers[i + 1];  // slot 0 is the master
+      WorkerSnapshot& ws = out->workers[i];
+      ws.id = w.id;
+      ws.pid = w.pid;
+      ws.accepting = w.accepting != 0;
+      ws.requests = w.requests;
+      ws.delta_requests = w.delta_requests;
+      ws.harakiri_count = w.harakiri_count;
+      ws.signals = w.signals;
+      ws.signal_queue = uwsgi.master_process ? PipeQueue(w.signal_pipe[1]) : 0;
+      ws.rss_bytes = w.rss_size;
+      ws.vsz_bytes = w.vsz_size;
+      ws.running_time_us = w.running_time;
+      ws.last_spawn = w.last_spawn;
+      ws.respawn_count = w.respawn_count;
+      ws.tx_bytes = w.tx;
+      ws.avg_rt_us = w.avg_response_time;
+      ws.cores_count = uwsgi.stats_no_cores ? 0 : cores;
+
+      bool busy = w.sig != 0;
+      uint64_t exceptions = 0;
+      ws.cores.clear();
+      for (int j = 0; j < cores && w.cores; ++j) {
+        const struct uwsgi_core& c = w.cores[j];
+        busy = busy || c.in_request;
+        exceptions += c.exceptions;
+        if (collect_cores_) {
+          CoreSnapshot cs;
+          cs.id = j;
+          cs.requests = c.requests;
+          cs.static_requests = c.static_requests;
+          cs.routed_requests = c.routed_requests;
+          cs.offloaded_requests = c.offloaded_requests;
+          cs.write_errors = c.write_errors;
+          cs.read_errors = c.read_errors;
+          cs.in_request = c.in_request != 0;
+          ws.cores.push_back(cs);
+        }
+      }
+      ws.exceptions = exceptions;
+      ws.status = StatusOf(w, busy);
+
+      ws.apps.clear();
+      int apps = w.apps_cnt;
+      if (apps > uwsgi.max_apps) apps = uwsgi.max_apps;
+      for (int j = 0; j < apps && w.apps; ++j) {
+        const struct uwsgi_app& a = w.apps[j];
+        AppSnapshot as;
+        as.id = j;
+        size_t mp_len = a.mountpoint_len;
+        if (mp_len > sizeof a.mountpoint) mp_len = sizeof a.mountpoint;
+        as.mountpoint.assign(a.mountpoint, mp_len);
+        as.chdir = FixedString(a.chdir, sizeof a.chdir);
+        as.startup_time = a.startup_time;
+        as.requests = a.requests;
+        as.exceptions = a.exceptions;
+        ws.apps.push_back(std::move(as));
+      }
+    }
+
+    out->caches.clear();
+    for (struct uwsgi_cache* c = uwsgi.caches; c; c = c->next) {
+      CacheSnapshot cs;
+      cs.name = c->name ? c->name : "default";
+      cs.hits = c->hits;
+      cs.misses = c->miss;
+      cs.full = c->full;
+      cs.items = c->n_items;
+      cs.max_items = c->max_items;
+      out->caches.push_back(std::move(cs));
+    }
+    return true;
+  } catch (const std::exception& e) {
+    *error = e.what();
+    return false;
+  }
+}
+
+std::string StatsUriFromConfig() {
+  if (!uwsgi.stats || !*uwsgi.stats) return "";
+  std::string stats = uwsgi.stats;
+  if (uwsgi.stats_http) return "http://" + stats;
+  if (stats.find('/') != std::string::npos) return "unix://" + stats;
+  if (stats[0] == ':') stats = "0.0.0.0" + stats;
+  return "tcp://" + stats;
+}
+
+}  // namespace uwsgi_prometheus

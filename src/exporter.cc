@@ -1,0 +1,70 @@
+#include "exporter.h"
+
+#include "procfs.h"
+#include "render.h"
+
+namespace uwsgi_prometheus {
+
+Exporter::Exporter(SnapshotSource* source, ExporterOptions options, HealthCheck health)
+    : source_(source), options_(std::move(options)), health_(std::move(health)) {}
+
+void Exporter::Scrape(std::string* body) {
+  const auto start = std::chrono::steady_clock::now();
+  ++self_.scrapes;
+  std::string error;
+  self_.up = source_->Take(&snapshot_, &error);
+  if (!self_.up) {
+    ++self_.scrape_errors;
+    ++self_.errors;
+    if (log && error != last_error_) log("cannot read uWSGI's counters: " + error);
+    last_error_ = error;
+  }
+  self_.last_scrape_error = !self_.up;
+  ReadSelfProcess(&snapshot_.process);
+
+  families_.clear();
+  BuildFamilies(snapshot_, options_.model, self_, &families_);
+  for (auto& provider : providers_) provider(&families_);
+  buffer_.clear();
+  RenderText(families_, &buffer_);
+  body->assign(buffer_.data(), buffer_.size());
+
+  self_.scrape_duration_sum +=
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  ++self_.scrape_duration_count;
+}
+
+void Exporter::Handle(const HttpRequest& request, HttpResponse* response) noexcept {
+  try {
+    if (request.path == options_.metrics_path) {
+      response->status = 200;
+      response->content_type = kTextContentType;
+      Scrape(&response->body);
+    } else if (request.path == "/-/healthy") {
+      std::string reason;
+      const bool ok = !health_ || health_(&reason);
+      response->status = ok ? 200 : 503;
+      response->body = ok ? "OK\n" : reason + "\n";
+    } else if (request.path == "/") {
+      response->status = 200;
+      response->content_type = "text/html; charset=utf-8";
+      response->body = fmt::format(
+          "<!DOCTYPE html>\n<html><head><title>uWSGI exporter</title></head><body>\n"
+          "<h1>uWSGI exporter</h1>\n<p>uwsgi-prometheus {}, serving from the uWSGI master.</p>\n"
+          "<ul><li><a href=\"{}\">Metrics</a></li>\n"
+          "<li><a href=\"/-/healthy\">Health</a></li></ul>\n</body></html>\n",
+          options_.version, options_.metrics_path);
+    } else {
+      response->status = 404;
+      response->body = "Not Found\n";
+    }
+  } catch (const std::exception& e) {
+    ++self_.errors;
+    response->status = 500;
+    response->content_type = "text/plain; charset=utf-8";
+    response->body = std::string("internal error: ") + e.what() + "\n";
+    if (log) log(std::string("scrape failed: ") + e.what());
+  }
+}
+
+}  // namespace uwsgi_prometheus

@@ -1,0 +1,61 @@
+// The endpoint's routes: the metrics scrape, a health probe and a landing
+// page. Knows nothing about uWSGI: the snapshot comes from a SnapshotSource
+// and the health verdict from a callback.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include <fmt/format.h>
+#include <prometheus/metric_family.h>
+
+#include "http.h"
+#include "model.h"
+#include "snapshot.h"
+
+namespace uwsgi_prometheus {
+
+struct ExporterOptions {
+  ModelOptions model;
+  std::string metrics_path = "/metrics";
+  std::string version;  // shown on the landing page and in build_info
+};
+
+// Returns true when healthy; otherwise fills `reason`.
+using HealthCheck = std::function<bool(std::string* reason)>;
+
+// Extra families appended to every scrape (e.g. request histograms).
+using FamilyProvider = std::function<void(std::vector<prometheus::MetricFamily>*)>;
+
+class Exporter {
+ public:
+  Exporter(SnapshotSource* source, ExporterOptions options, HealthCheck health);
+
+  void AddProvider(FamilyProvider provider) { providers_.push_back(std::move(provider)); }
+
+  // The HttpHandler: called on the server thread, one request at a time.
+  void Handle(const HttpRequest& request, HttpResponse* response) noexcept;
+
+  // One scrape's body (used by Handle and by tests and benchmarks).
+  void Scrape(std::string* body);
+
+  // Called with a line to log when something goes wrong (rate-limited by the
+  // caller's choice); defaults to nothing.
+  std::function<void(const std::string&)> log;
+
+ private:
+  SnapshotSource* source_;
+  ExporterOptions options_;
+  HealthCheck health_;
+  std::vector<FamilyProvider> providers_;
+  Snapshot snapshot_;
+  SelfStats self_;
+  std::vector<prometheus::MetricFamily> families_;
+  fmt::memory_buffer buffer_;
+  std::string last_error_;
+};
+
+}  // namespace uwsgi_prometheus

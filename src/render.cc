@@ -1,0 +1,175 @@
+#include "render.h"
+
+#include <cmath>
+
+#include <fmt/format.h>
+
+namespace uwsgi_prometheus {
+
+using prometheus::ClientMetric;
+using prometheus::MetricFamily;
+using prometheus::MetricType;
+
+namespace {
+
+void Append(fmt::memory_buffer* out, std::string_view s) { out->append(s.data(), s.data() + s.size()); }
+
+void AppendValue(fmt::memory_buffer* out, double value) {
+  if (std::isnan(value)) {
+    Append(out, "NaN");
+  } else if (std::isinf(value)) {
+    Append(out, value < 0 ? "-Inf" : "+Inf");
+  } else if (value == std::floor(value) && std::fabs(value) < 1e15) {
+    // Integral values (the common case: counters) without float formatting.
+    fmt::format_int i(static_cast<long long>(value));
+    Append(out, std::string_view(i.data(), i.size()));
+  } else {
+    fmt::format_to(std::back_inserter(*out), "{}", value);
+  }
+}
+
+void AppendCount(fmt::memory_buffer* out, uint64_t value) {
+  fmt::format_int i(static_cast<unsigned long long>(value));
+  Append(out, std::string_view(i.data(), i.size()));
+}
+
+// Label values: backslash, double quote and newline are escaped.
+void AppendLabelValue(fmt::memory_buffer* out, const std::string& value) {
+  for (char c : value) {
+    switch (c) {
+      case '\\': Append(out, "\\\\"); break;
+      case '"': Append(out, "\\\""); break;
+      case '\n': Append(out, "\\n"); break;
+      default: out->push_back(c);
+    }
+  }
+}
+
+// HELP text: backslash and newline are escaped.
+void AppendHelp(fmt::memory_buffer* out, const std::string& help) {
+  for (char c : help) {
+    switch (c) {
+      case '\\': Append(out, "\\\\"); break;
+      case '\n': Append(out, "\\n"); break;
+      default: out->push_back(c);
+    }
+  }
+}
+
+// name{labels[,extra_name="extra"]} value\n
+void AppendSample(fmt::memory_buffer* out, const std::string& name, std::string_view suffix,
+                  const ClientMetric& metric, std::string_view extra_name,
+                  std::string_view extra_value, double value) {
+  Append(out, name);
+  Append(out, suffix);
+  if (!metric.label.empty() || !extra_name.empty()) {
+    out->push_back('{');
+    bool first = true;
+    for (const auto& label : metric.label) {
+      if (!first) out->push_back(',');
+      first = false;
+      Append(out, label.name);
+      Append(out, "=\"");
+      AppendLabelValue(out, label.value);
+      out->push_back('"');
+    }
+    if (!extra_name.empty()) {
+      if (!first) out->push_back(',');
+      Append(out, extra_name);
+      Append(out, "=\"");
+      Append(out, extra_value);
+      out->push_back('"');
+    }
+    out->push_back('}');
+  }
+  out->push_back(' ');
+  AppendValue(out, value);
+  if (metric.timestamp_ms != 0) {
+    out->push_back(' ');
+    AppendCount(out, static_cast<uint64_t>(metric.timestamp_ms));
+  }
+  out->push_back('\n');
+}
+
+std::string_view TypeName(MetricType type) {
+  switch (type) {
+    case MetricType::Counter: return "counter";
+    case MetricType::Gauge: return "gauge";
+    case MetricType::Summary: return "summary";
+    case MetricType::Histogram: return "histogram";
+    default: return "untyped";
+  }
+}
+
+std::string_view FormatBound(double bound, char* buf, size_t size) {
+  if (std::isinf(bound)) return bound < 0 ? "-Inf" : "+Inf";
+  auto end = fmt::format_to_n(buf, size, "{}", bound).out;
+  return std::string_view(buf, static_cast<size_t>(end - buf));
+}
+
+}  // namespace
+
+void RenderText(const std::vector<MetricFamily>& families, fmt::memory_buffer* out) {
+  char buf[64];
+  for (const auto& family : families) {
+    if (family.metric.empty()) continue;
+    if (!family.help.empty()) {
+      Append(out, "# HELP ");
+      Append(out, family.name);
+      out->push_back(' ');
+      AppendHelp(out, family.help);
+      out->push_back('\n');
+    }
+    Append(out, "# TYPE ");
+    Append(out, family.name);
+    out->push_back(' ');
+    Append(out, TypeName(family.type));
+    out->push_back('\n');
+    for (const auto& m : family.metric) {
+      switch (family.type) {
+        case MetricType::Counter:
+          AppendSample(out, family.name, "", m, "", "", m.counter.value);
+          break;
+        case MetricType::Gauge:
+          AppendSample(out, family.name, "", m, "", "", m.gauge.value);
+          break;
+        case MetricType::Summary:
+          for (const auto& q : m.summary.quantile) {
+            AppendSample(out, family.name, "", m, "quantile",
+                         FormatBound(q.quantile, buf, sizeof buf), q.value);
+          }
+          AppendSample(out, family.name, "_sum", m, "", "", m.summary.sample_sum);
+          AppendSample(out, family.name, "_count", m, "", "",
+                       static_cast<double>(m.summary.sample_count));
+          break;
+        case MetricType::Histogram: {
+          bool has_inf = false;
+          for (const auto& b : m.histogram.bucket) {
+            has_inf = has_inf || std::isinf(b.upper_bound);
+            AppendSample(out, family.name, "_bucket", m, "le",
+                         FormatBound(b.upper_bound, buf, sizeof buf),
+                         static_cast<double>(b.cumulative_count));
+          }
+          if (!has_inf) {
+            AppendSample(out, family.name, "_bucket", m, "le", "+Inf",
+                         static_cast<double>(m.histogram.sample_count));
+          }
+          AppendSample(out, family.name, "_sum", m, "", "", m.histogram.sample_sum);
+          AppendSample(out, family.name, "_count", m, "", "",
+                       static_cast<double>(m.histogram.sample_count));
+          break;
+        }
+        default:
+          AppendSample(out, family.name, "", m, "", "", m.untyped.value);
+      }
+    }
+  }
+}
+
+std::string RenderText(const std::vector<MetricFamily>& families) {
+  fmt::memory_buffer buf;
+  RenderText(families, &buf);
+  return fmt::to_string(buf);
+}
+
+}  // namespace uwsgi_prometheus

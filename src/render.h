@@ -1,0 +1,23 @@
+// Metric families -> Prometheus text exposition format 0.0.4.
+// Byte-for-byte the same text as prometheus-cpp's TextSerializer except for
+// number formatting (shortest round-trip form here), written with fmt into
+// one buffer instead of an ostream per scrape.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include <fmt/format.h>
+#include <prometheus/metric_family.h>
+
+namespace uwsgi_prometheus {
+
+inline constexpr const char* kTextContentType = "text/plain; version=0.0.4; charset=utf-8";
+
+// Appends the exposition text of `families` to `out`. Does not throw except
+// std::bad_alloc.
+void RenderText(const std::vector<prometheus::MetricFamily>& families, fmt::memory_buffer* out);
+
+std::string RenderText(const std::vector<prometheus::MetricFamily>& families);
+
+}  // namespace uwsgi_prometheus

@@ -1,0 +1,211 @@
+#include <cmath>
+#include <cstdlib>
+#include <fstream>
+#include <map>
+#include <sstream>
+
+#include <catch2/catch.hpp>
+#include <prometheus/text_serializer.h>
+
+#include "exporter.h"
+#include "fake_source.h"
+#include "model.h"
+#include "render.h"
+
+using namespace uwsgi_prometheus;
+using prometheus::ClientMetric;
+using prometheus::MetricFamily;
+using prometheus::MetricType;
+
+namespace {
+
+std::vector<std::string> Lines(const std::string& text) {
+  std::vector<std::string> out;
+  std::istringstream in(text);
+  for (std::string line; std::getline(in, line);) out.push_back(line);
+  return out;
+}
+
+// Splits "series value" at the last space.
+std::pair<std::string, double> Sample(const std::string& line) {
+  auto sp = line.rfind(' ');
+  return {line.substr(0, sp), std::strtod(line.c_str() + sp + 1, nullptr)};
+}
+
+std::vector<MetricFamily> Families(int workers) {
+  ModelOptions o;
+  o.collect_cores = true;
+  o.stats_uri = "tcp://127.0.0.1:1717";
+  SelfStats self;
+  self.scrapes = 5;
+  self.scrape_duration_sum = 0.0125;
+  self.scrape_duration_count = 4;
+  std::vector<MetricFamily> fs;
+  Snapshot s = MakeSnapshot(workers, 2);
+  s.process.valid = true;
+  s.process.cpu_seconds = 1.25;
+  s.process.start_time_seconds = 1795737857.5;
+  BuildFamilies(s, o, self, &fs);
+  return fs;
+}
+
+}  // namespace
+
+TEST_CASE("text matches prometheus-cpp's TextSerializer line for line", "[render]") {
+  auto fs = Families(6);
+  // A histogram too, which the uWSGI families do not have.
+  MetricFamily h{"x_seconds", "Latency.", MetricType::Histogram, {}};
+  ClientMetric m;
+  m.label = {{"code", "200"}};
+  m.histogram.sample_count = 3;
+  m.histogram.sample_sum = 0.75;
+  m.histogram.bucket = {{1, 0.1}, {2, 0.5}, {3, std::numeric_limits<double>::infinity()}};
+  h.metric.push_back(m);
+  fs.push_back(h);
+
+  const std::string ours = RenderText(fs);
+  const std::string theirs = prometheus::TextSerializer().Serialize(fs);
+  // Same comment lines in the same order; the same samples with the same
+  // values (prometheus-cpp orders a histogram's _count/_sum before its
+  // buckets and prints le="0.10000000000000001", so samples are compared as
+  // a map with the bound parsed as a number).
+  auto index = [](const std::string& text, std::vector<std::string>* comments) {
+    std::map<std::string, double> samples;
+    for (const auto& line : Lines(text)) {
+      if (line[0] == '#') {
+        comments->push_back(line);
+        continue;
+      }
+      auto [series, value] = Sample(line);
+      auto le = series.find("le=\"");
+      if (le != std::string::npos) {
+        auto end = series.find('"', le + 4);
+        double bound = std::strtod(series.c_str() + le + 4, nullptr);
+        series = series.substr(0, le + 4) + std::to_string(bound) + series.substr(end);
+      }
+      CHECK(samples.emplace(series, value).second);
+    }
+    return samples;
+  };
+  std::vector<std::string> ca, cb;
+  auto a = index(ours, &ca);
+  auto b = index(theirs, &cb);
+  CHECK(ca == cb);
+  REQUIRE(a.size() == b.size());
+  for (const auto& [series, value] : a) {
+    INFO(series);
+    REQUIRE(b.count(series) == 1);
+    CHECK(value == Approx(b.at(series)));
+  }
+}
+
+TEST_CASE("label values and help are escaped", "[render]") {
+  MetricFamily f{"x", "a \\ back\nslash", MetricType::Gauge, {}};
+  ClientMetric m;
+  m.label = {{"v", "q\"b\\n\nx"}};
+  m.gauge.value = 1;
+  f.metric.push_back(m);
+  CHECK(RenderText({f}) ==
+        "# HELP x a \\\\ back\\nslash\n# TYPE x gauge\nx{v=\"q\\\"b\\\\n\\nx\"} 1\n");
+}
+
+TEST_CASE("special values are written as Prometheus spells them", "[render]") {
+  MetricFamily f{"x", "", MetricType::Gauge, {}};
+  for (double v : {std::nan(""), double(INFINITY), -double(INFINITY), 0.5, 1e-7, 123456789012345678.0, -3.0}) {
+    ClientMetric m;
+    m.gauge.value = v;
+    m.label = {{"i", std::to_string(f.metric.size())}};
+    f.metric.push_back(m);
+  }
+  auto lines = Lines(RenderText({f}));
+  REQUIRE(lines.size() == 8);
+  CHECK(lines[1] == "x{i=\"0\"} NaN");
+  CHECK(lines[2] == "x{i=\"1\"} +Inf");
+  CHECK(lines[3] == "x{i=\"2\"} -Inf");
+  CHECK(lines[4] == "x{i=\"3\"} 0.5");
+  CHECK(lines[5] == "x{i=\"4\"} 1e-07");
+  CHECK(Sample(lines[6]).second == 123456789012345678.0);
+  CHECK(lines[7] == "x{i=\"6\"} -3");
+}
+
+TEST_CASE("histogram gets +Inf bucket, _sum and _count", "[render]") {
+  MetricFamily f{"h", "", MetricType::Histogram, {}};
+  ClientMetric m;
+  m.histogram.sample_count = 4;
+  m.histogram.sample_sum = 2.5;
+  m.histogram.bucket = {{1, 0.005}, {3, 1}};
+  f.metric.push_back(m);
+  CHECK(RenderText({f}) ==
+        "# TYPE h histogram\nh_bucket{le=\"0.005\"} 1\nh_bucket{le=\"1\"} 3\n"
+        "h_bucket{le=\"+Inf\"} 4\nh_sum 2.5\nh_count 4\n");
+}
+
+TEST_CASE("a scrape of a fixed snapshot matches the golden file", "[render]") {
+  std::vector<MetricFamily> fs = Families(2);
+  std::string text = RenderText(fs);
+  const std::string path = std::string(UWSGI_PROMETHEUS_TEST_DIR) + "/golden/two_workers.txt";
+  if (std::getenv("UPDATE_GOLDEN")) {
+    std::ofstream(path) << text;
+  }
+  std::ifstream in(path);
+  REQUIRE(in.good());
+  std::stringstream golden;
+  golden << in.rdbuf();
+  CHECK(text == golden.str());
+}
+
+TEST_CASE("exporter routes metrics, health, landing page and 404", "[render]") {
+  FakeSource source(MakeSnapshot(2));
+  ExporterOptions o;
+  o.metrics_path = "/custom";
+  bool healthy = true;
+  Exporter exporter(&source, o, [&](std::string* why) {
+    *why = "master stuck";
+    return healthy;
+  });
+  HttpRequest req;
+  HttpResponse resp;
+  req.method = "GET";
+  req.path = "/custom";
+  exporter.Handle(req, &resp);
+  CHECK(resp.status == 200);
+  CHECK(resp.content_type == kTextContentType);
+  CHECK(resp.body.find("uwsgi_worker_requests_total{stats_uri=\"\",worker_id=\"2\"} 200\n") !=
+        std::string::npos);
+  CHECK(resp.body.find("uwsgi_exporter_scrapes_total 1\n") != std::string::npos);
+
+  resp = {};
+  req.path = "/-/healthy";
+  exporter.Handle(req, &resp);
+  CHECK(resp.status == 200);
+  healthy = false;
+  resp = {};
+  exporter.Handle(req, &resp);
+  CHECK(resp.status == 503);
+  CHECK(resp.body == "master stuck\n");
+
+  resp = {};
+  req.path = "/";
+  exporter.Handle(req, &resp);
+  CHECK(resp.status == 200);
+  CHECK(resp.body.find("href=\"/custom\"") != std::string::npos);
+
+  resp = {};
+  req.path = "/metrics";
+  exporter.Handle(req, &resp);
+  CHECK(resp.status == 404);
+
+  SECTION("a failing source gives uwsgi_up 0 and counts the error") {
+    source.fail = true;
+    std::string body;
+    exporter.Scrape(&body);
+    CHECK(body.find("uwsgi_up 0\n") != std::string::npos);
+    CHECK(body.find("uwsgi_exporter_scrape_errors_total 1\n") != std::string::npos);
+    CHECK(body.find("uwsgi_exporter_last_scrape_error 1\n") != std::string::npos);
+    CHECK(body.find("uwsgi_worker_requests_total") == std::string::npos);
+    source.fail = false;
+    exporter.Scrape(&body);
+    CHECK(body.find("uwsgi_up 1\n") != std::string::npos);
+    CHECK(body.find("uwsgi_exporter_last_scrape_error 0\n") != std::string::npos);
+  }
+}
