@@ -13,6 +13,7 @@
 
 #include "exporter.h"
 #include "http.h"
+#include "request_stats.h"
 #include "uwsgi_glue.h"
 #include "uwsgi_source.h"
 
@@ -31,6 +32,9 @@ struct Config {
   char* path = nullptr;
   int collect_cores = 0;
   char* stats_uri = nullptr;
+  char* buckets = nullptr;
+  int per_app = 0;
+  int per_worker = 0;
 } config;
 
 // Runtime state, owned by the master. Heap objects are intentionally not
@@ -40,6 +44,8 @@ struct State {
   HttpServer* server = nullptr;
   UwsgiSource* source = nullptr;
   Exporter* exporter = nullptr;
+  RequestStats* requests = nullptr;  // shared with workers, written after each request
+  std::vector<double> buckets;
   HttpServerOptions server_options;
   pid_t server_pid = 0;  // the process the server thread runs in
   std::atomic<int64_t> last_cycle_ns{0};  // master loop heartbeat (CLOCK_MONOTONIC)
@@ -107,6 +113,10 @@ void CheckConfig() {
           "health probe; pick another, e.g. /metrics");
   }
   std::string error;
+  state.buckets = DefaultDurationBounds();
+  if (config.buckets && !ParseBuckets(config.buckets, &state.buckets, &error)) {
+    Fatal(std::string("--prometheus-buckets '") + config.buckets + "': " + error);
+  }
   const std::string socket = config.socket ? config.socket : ":9117";
   if (!ParseListenAddress(socket, &state.server_options.address, &error)) {
     Fatal("--prometheus-socket '" + socket + "': " + error);
@@ -135,6 +145,52 @@ void AfterForkInChild() {
   // Workers, mules, spoolers and anything else the master forks must not
   // hold the listening socket or the server's connections.
   if (state.server) state.server->CloseFdsAfterFork();
+}
+
+// Request metrics: the table is mapped here, in the master before workers
+// fork, so every worker (and every respawned one) writes into the same
+// memory and counters survive worker restarts. The generic after-request
+// hook list is used because a plugin's own after_request only runs for
+// requests of its own modifier1; hooks added before the resolution loop
+// (after postinit_apps) are resolved by symbol name.
+void SetUpRequestStats() {
+  RequestStatsOptions options;
+  options.duration_bounds = state.buckets;
+  options.workers = static_cast<uint32_t>(uwsgi.numproc > 0 ? uwsgi.numproc : 1);
+  // Per-app: one slot per app id, plus slot 0 for requests no app served.
+  options.apps = config.per_app ? static_cast<uint32_t>(uwsgi.max_apps) + 1 : 1;
+  auto stats = std::make_unique<RequestStats>();
+  std::string error;
+  if (!stats->Create(options, &error)) Fatal("request metrics: " + error);
+  state.requests = stats.release();
+  uwsgi_string_new_list(&uwsgi.after_request_hooks,
+                        const_cast<char*>("uwsgi_prometheus_after_request"));
+  const bool per_app = config.per_app != 0;
+  RequestStats::RenderOptions render;
+  render.per_worker = config.per_worker != 0;
+  state.exporter->AddProvider([per_app, render](const Snapshot& snapshot, bool taken,
+                                                std::vector<prometheus::MetricFamily>* out) {
+    RequestStats::RenderOptions options = render;
+    if (per_app) {
+      // Slot j + 1 is app id j; its label is the mountpoint the first worker
+      // that has such an app reports.
+      const uint32_t apps = state.requests->header()->apps;
+      options.app_labels.assign(apps, std::string());
+      options.app_labels[0] = "(no app)";
+      if (taken) {
+        for (uint32_t j = 1; j < apps; ++j) {
+          for (const auto& w : snapshot.workers) {
+            if (w.apps.size() >= j) {
+              options.app_labels[j] = SanitizeLabelValue(w.apps[j - 1].mountpoint, 512);
+              break;
+            }
+          }
+          if (options.app_labels[j].empty()) options.app_labels[j] = "app" + std::to_string(j - 1);
+        }
+      }
+    }
+    state.requests->AppendFamilies(options, out);
+  });
 }
 
 bool StartServer(std::string* error) {
@@ -169,6 +225,7 @@ void PreinitApps() noexcept {
     state.source = new UwsgiSource(options.model.collect_cores);
     state.exporter = new Exporter(state.source, options, Healthy);
     state.exporter->log = Log;
+    SetUpRequestStats();
     if (!state.atfork_registered) {
       pthread_atfork(nullptr, nullptr, AfterForkInChild);
       state.atfork_registered = true;
@@ -228,11 +285,40 @@ struct uwsgi_option options[] = {
     {const_cast<char*>("prometheus-stats-uri"), required_argument, 0,
      const_cast<char*>("value of the stats_uri label (default: derived from --stats, or empty)"),
      uwsgi_opt_set_str, &config.stats_uri, 0},
+    {const_cast<char*>("prometheus-buckets"), required_argument, 0,
+     const_cast<char*>("request duration histogram bounds in seconds, comma separated "
+                       "(default .005,.01,.025,.05,.1,.25,.5,1,2.5,5,10)"),
+     uwsgi_opt_set_str, &config.buckets, 0},
+    {const_cast<char*>("prometheus-per-app"), no_argument, 0,
+     const_cast<char*>("label request metrics with the app's mountpoint"), uwsgi_opt_true,
+     &config.per_app, 0},
+    {const_cast<char*>("prometheus-per-worker"), no_argument, 0,
+     const_cast<char*>("label request metrics with worker_id instead of summing workers"),
+     uwsgi_opt_true, &config.per_worker, 0},
     {nullptr, 0, 0, nullptr, nullptr, nullptr, 0},
 };
 
 }  // namespace
 }  // namespace uwsgi_prometheus
+
+// Runs in the worker after every request (uWSGI's generic after-request
+// chain). A handful of relaxed atomic adds into shared memory.
+extern "C" __attribute__((visibility("default"))) void uwsgi_prometheus_after_request(
+    struct wsgi_request* wsgi_req) noexcept {
+  using uwsgi_prometheus::state;
+  if (!state.requests || wsgi_req->do_not_account) return;
+  uwsgi_prometheus::RequestObservation o;
+  o.worker_id = uwsgi.mywid > 0 ? static_cast<uint32_t>(uwsgi.mywid) : 0;
+  o.app_index = wsgi_req->app_id >= 0 ? static_cast<uint32_t>(wsgi_req->app_id) + 1 : 0;
+  const uint64_t end = wsgi_req->end_of_request;
+  const uint64_t start = wsgi_req->start_of_request;
+  o.duration_us = end > start ? end - start : 0;
+  o.response_bytes = wsgi_req->response_size + wsgi_req->headers_size;
+  o.status = wsgi_req->status;
+  o.method = wsgi_req->method ? std::string_view(wsgi_req->method, wsgi_req->method_len)
+                              : std::string_view();
+  state.requests->Observe(o);
+}
 
 extern "C" __attribute__((visibility("default"))) struct uwsgi_plugin prometheus_plugin;
 

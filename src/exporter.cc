@@ -24,7 +24,10 @@ void Exporter::Scrape(std::string* body) {
 
   families_.clear();
   BuildFamilies(snapshot_, options_.model, self_, &families_);
-  for (auto& provider : providers_) provider(&families_);
+  if (!providers_.empty()) {
+    for (auto& provider : providers_) provider(snapshot_, self_.up, &families_);
+    Normalize(&families_);
+  }
   buffer_.clear();
   RenderText(families_, &buffer_);
   body->assign(buffer_.data(), buffer_.size());

@@ -27,8 +27,10 @@ struct ExporterOptions {
 // Returns true when healthy; otherwise fills `reason`.
 using HealthCheck = std::function<bool(std::string* reason)>;
 
-// Extra families appended to every scrape (e.g. request histograms).
-using FamilyProvider = std::function<void(std::vector<prometheus::MetricFamily>*)>;
+// Extra families appended to every scrape (e.g. request histograms); gets
+// the scrape's snapshot (valid only when it was taken) for label values.
+using FamilyProvider =
+    std::function<void(const Snapshot&, bool taken, std::vector<prometheus::MetricFamily>*)>;
 
 class Exporter {
  public:

@@ -98,11 +98,15 @@ class HttpServer {
   const HttpServerStats& stats() const { return stats_; }
 
  private:
+  struct Conn;
   void Run();
 
   HttpServerOptions options_;
   HttpHandler handler_;
-  std::thread thread_;
+  // On the heap so that a forked child, where the thread does not exist,
+  // never joins or destroys it (see CloseFdsAfterFork).
+  std::thread* thread_ = nullptr;
+  std::atomic<bool> in_child_{false};
   std::atomic<int> listen_fd_{-1};
   std::atomic<int> epoll_fd_{-1};
   std::atomic<int> wake_fd_{-1};

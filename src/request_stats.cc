@@ -1,0 +1,298 @@
+#include "request_stats.h"
+
+#include <sys/mman.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <map>
+#include <new>
+#include <tuple>
+
+namespace uwsgi_prometheus {
+
+using prometheus::ClientMetric;
+using prometheus::MetricFamily;
+using prometheus::MetricType;
+
+namespace {
+
+constexpr size_t kHeaderBytes = 4096;
+
+size_t SlotBytes() { return sizeof(RequestSlot); }
+
+}  // namespace
+
+size_t MethodIndex(std::string_view method) {
+  for (size_t i = 0; i + 1 < kMethodCount; ++i) {
+    if (method == kMethods[i]) return i;
+  }
+  return kMethodCount - 1;
+}
+
+size_t RequestStatsBytes(uint32_t workers, uint32_t apps) {
+  return kHeaderBytes + static_cast<size_t>(workers) * apps * SlotBytes();
+}
+
+bool ParseBuckets(const std::string& text, std::vector<double>* out, std::string* error) {
+  out->clear();
+  const char* p = text.c_str();
+  while (*p) {
+    while (*p == ' ' || *p == ',' || *p == '\t') ++p;
+    if (!*p) break;
+    char* end = nullptr;
+    errno = 0;
+    double v = std::strtod(p, &end);
+    if (end == p || errno == ERANGE || (*end && *end != ',' && *end != ' ' && *end != '\t')) {
+      *error = "'" + text + "' is not a list of numbers (e.g. 0.01,0.1,1,10)";
+      return false;
+    }
+    if (!std::isfinite(v) || v <= 0) {
+      *error = "bucket bounds must be positive and finite (+Inf is always added)";
+      return false;
+    }
+    if (!out->empty() && v <= out->back()) {
+      *error = "bucket bounds must be strictly increasing";
+      return false;
+    }
+    out->push_back(v);
+    p = end;
+  }
+  if (out->empty()) {
+    *error = "no bucket bounds given";
+    return false;
+  }
+  if (out->size() > kMaxDurationBuckets) {
+    *error = "at most " + std::to_string(kMaxDurationBuckets) + " bucket bounds";
+    return false;
+  }
+  return true;
+}
+
+bool RequestStats::Create(const RequestStatsOptions& options, std::string* error) {
+  if (options.duration_bounds.empty() || options.duration_bounds.size() > kMaxDurationBuckets ||
+      options.workers == 0 || options.apps == 0) {
+    *error = "invalid request stats options";
+    return false;
+  }
+  const size_t bytes = RequestStatsBytes(options.workers, options.apps);
+  void* base = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+  if (base == MAP_FAILED) {
+    *error = std::string("cannot map ") + std::to_string(bytes) + " bytes of shared memory: " +
+             strerror(errno);
+    return false;
+  }
+  // Fresh anonymous memory is zero: every atomic starts at 0.
+  auto* h = static_cast<RequestStatsHeader*>(base);
+  h->magic = kRequestStatsMagic;
+  h->version = kRequestStatsVersion;
+  h->header_bytes = kHeaderBytes;
+  h->slot_bytes = static_cast<uint32_t>(SlotBytes());
+  h->slots = options.workers * options.apps;
+  h->workers = options.workers;
+  h->apps = options.apps;
+  h->duration_buckets = static_cast<uint32_t>(options.duration_bounds.size());
+  h->pair_slots = kPairSlots;
+  h->size_buckets = kSizeBuckets;
+  for (size_t i = 0; i < options.duration_bounds.size(); ++i) {
+    h->duration_bounds_us[i] = options.duration_bounds[i] * 1e6;
+  }
+  base_ = base;
+  bytes_ = bytes;
+  owned_ = true;
+  header_ = h;
+  return true;
+}
+
+bool RequestStats::Attach(void* base, size_t bytes, std::string* error) {
+  auto* h = static_cast<RequestStatsHeader*>(base);
+  if (bytes < sizeof(RequestStatsHeader) || h->magic != kRequestStatsMagic) {
+    *error = "request stats table has no valid header";
+    return false;
+  }
+  if (h->version != kRequestStatsVersion || h->slot_bytes != SlotBytes() ||
+      h->header_bytes != kHeaderBytes || h->pair_slots != kPairSlots ||
+      h->duration_buckets > kMaxDurationBuckets ||
+      bytes < RequestStatsBytes(h->workers, h->apps)) {
+    *error = "request stats table version " + std::to_string(h->version) +
+             " does not match this build (version " + std::to_string(kRequestStatsVersion) + ")";
+    return false;
+  }
+  base_ = base;
+  bytes_ = bytes;
+  owned_ = false;
+  header_ = h;
+  return true;
+}
+
+RequestStats::~RequestStats() {
+  if (owned_ && base_) munmap(base_, bytes_);
+}
+
+RequestSlot* RequestStats::slot(uint32_t index) const {
+  auto* first = reinterpret_cast<char*>(base_) + kHeaderBytes;
+  return reinterpret_cast<RequestSlot*>(first + static_cast<size_t>(index) * SlotBytes());
+}
+
+void RequestStats::Observe(const RequestObservation& o) noexcept {
+  const RequestStatsHeader* h = header_;
+  if (!h || o.worker_id == 0 || o.worker_id > h->workers) return;
+  const uint32_t app = o.app_index < h->apps ? o.app_index : h->apps - 1;
+  RequestSlot* s = slot((o.worker_id - 1) * h->apps + app);
+  constexpr auto relaxed = std::memory_order_relaxed;
+
+  // Duration: first bucket whose bound is >= the observation ("le").
+  const double us = static_cast<double>(o.duration_us);
+  uint32_t b = 0;
+  while (b < h->duration_buckets && us > h->duration_bounds_us[b]) ++b;
+  s->duration_buckets[b].fetch_add(1, relaxed);
+  s->duration_sum_us.fetch_add(o.duration_us, relaxed);
+
+  const double size = static_cast<double>(o.response_bytes);
+  uint32_t sb = 0;
+  while (sb < kSizeBuckets && size > kSizeBounds[sb]) ++sb;
+  s->size_buckets[sb].fetch_add(1, relaxed);
+  s->size_sum.fetch_add(o.response_bytes, relaxed);
+
+  const uint32_t code = (o.status >= 100 && o.status <= 599) ? static_cast<uint32_t>(o.status) : 0;
+  const uint32_t key = static_cast<uint32_t>(MethodIndex(o.method) + 1) << 16 | code;
+  uint32_t i = (key * 2654435761u) % kPairSlots;
+  bool counted = false;
+  for (size_t probe = 0; probe < kPairSlots; ++probe, i = (i + 1) % kPairSlots) {
+    auto& pair = s->pairs[i];
+    uint32_t seen = pair.key.load(std::memory_order_acquire);
+    if (seen == 0) {
+      uint32_t expected = 0;
+      if (pair.key.compare_exchange_strong(expected, key, std::memory_order_acq_rel)) {
+        seen = key;
+      } else {
+        seen = expected;  // another thread of this worker took it
+      }
+    }
+    if (seen == key) {
+      pair.count.fetch_add(1, relaxed);
+      counted = true;
+      break;
+    }
+  }
+  if (!counted) s->overflow.fetch_add(1, relaxed);
+  // Last, so that a scrape never sees more requests than observations.
+  s->count.fetch_add(1, std::memory_order_release);
+}
+
+void RequestStats::AppendFamilies(const RenderOptions& options,
+                                  std::vector<MetricFamily>* out) const {
+  const RequestStatsHeader* h = header_;
+  if (!h) return;
+  const bool per_app = options.app_labels.size() == h->apps && h->apps > 1;
+
+  // Group slots into series: key = (worker label, app label).
+  struct Sums {
+    std::vector<uint64_t> duration;  // non-cumulative, + overflow bucket
+    uint64_t duration_sum_us = 0;
+    uint64_t count = 0;
+    uint64_t size[kSizeBuckets + 1] = {};
+    uint64_t size_sum = 0;
+    std::map<std::pair<uint32_t, uint32_t>, uint64_t> pairs;  // (method, code)
+    uint64_t overflow = 0;
+  };
+  std::map<std::pair<std::string, std::string>, Sums> series;
+  constexpr auto relaxed = std::memory_order_relaxed;
+  for (uint32_t w = 0; w < h->workers; ++w) {
+    for (uint32_t a = 0; a < h->apps; ++a) {
+      const RequestSlot* s = slot(w * h->apps + a);
+      // Read the count first (acquire): every bucket it covers is visible,
+      // so a histogram never has _count above its +Inf bucket.
+      const uint64_t count = s->count.load(std::memory_order_acquire);
+      if (count == 0) continue;
+      auto& sum = series[{options.per_worker ? std::to_string(w + 1) : std::string(),
+                          per_app ? options.app_labels[a] : std::string()}];
+      sum.duration.resize(h->duration_buckets + 1);
+      for (uint32_t b = 0; b <= h->duration_buckets; ++b) {
+        sum.duration[b] += s->duration_buckets[b].load(relaxed);
+      }
+      sum.duration_sum_us += s->duration_sum_us.load(relaxed);
+      sum.count += count;
+      for (size_t b = 0; b <= kSizeBuckets; ++b) sum.size[b] += s->size_buckets[b].load(relaxed);
+      sum.size_sum += s->size_sum.load(relaxed);
+      for (const auto& pair : s->pairs) {
+        const uint32_t key = pair.key.load(std::memory_order_acquire);
+        if (key == 0) continue;
+        sum.pairs[{(key >> 16) - 1, key & 0xffff}] += pair.count.load(relaxed);
+      }
+      sum.overflow += s->overflow.load(relaxed);
+    }
+  }
+
+  auto base_labels = [&](const std::pair<std::string, std::string>& k) {
+    std::vector<ClientMetric::Label> labels;
+    if (per_app) labels.push_back({"mountpoint", k.second});
+    if (options.per_worker) labels.push_back({"worker_id", k.first});
+    return labels;
+  };
+
+  MetricFamily duration{"uwsgi_request_duration_seconds",
+                        "Time from the start of a request to its end in the worker, in seconds.",
+                        MetricType::Histogram, {}};
+  MetricFamily size{"uwsgi_response_size_bytes",
+                    "Size of responses (headers and body), in bytes.", MetricType::Histogram, {}};
+  MetricFamily requests{"uwsgi_requests_total",
+                        "Requests finished by the workers, by HTTP status code and method.",
+                        MetricType::Counter, {}};
+  for (const auto& [key, sum] : series) {
+    // Consistency within one scrape: the +Inf bucket is _count. Buckets may
+    // have moved past the count read first; clamp so cumulative counts never
+    // exceed _count.
+    ClientMetric d;
+    d.label = base_labels(key);
+    uint64_t cumulative = 0;
+    for (uint32_t b = 0; b < h->duration_buckets; ++b) {
+      cumulative = std::min(sum.count, cumulative + sum.duration[b]);
+      d.histogram.bucket.push_back({cumulative, h->duration_bounds_us[b] / 1e6});
+    }
+    d.histogram.bucket.push_back({sum.count, INFINITY});
+    d.histogram.sample_count = sum.count;
+    d.histogram.sample_sum = static_cast<double>(sum.duration_sum_us) / 1e6;
+    duration.metric.push_back(std::move(d));
+
+    ClientMetric z;
+    z.label = base_labels(key);
+    cumulative = 0;
+    for (size_t b = 0; b < kSizeBuckets; ++b) {
+      cumulative = std::min(sum.count, cumulative + sum.size[b]);
+      z.histogram.bucket.push_back({cumulative, kSizeBounds[b]});
+    }
+    z.histogram.bucket.push_back({sum.count, INFINITY});
+    z.histogram.sample_count = sum.count;
+    z.histogram.sample_sum = static_cast<double>(sum.size_sum);
+    size.metric.push_back(std::move(z));
+
+    for (const auto& [pair, n] : sum.pairs) {
+      ClientMetric r;
+      r.label = base_labels(key);
+      r.label.push_back({"code", std::to_string(pair.second)});
+      r.label.push_back({"method", pair.first < kMethodCount ? kMethods[pair.first] : "other"});
+      r.counter.value = static_cast<double>(n);
+      requests.metric.push_back(std::move(r));
+    }
+    if (sum.overflow) {
+      ClientMetric r;
+      r.label = base_labels(key);
+      r.label.push_back({"code", "other"});
+      r.label.push_back({"method", "other"});
+      r.counter.value = static_cast<double>(sum.overflow);
+      requests.metric.push_back(std::move(r));
+    }
+  }
+  for (auto* f : {&duration, &size, &requests}) {
+    for (auto& m : f->metric) {
+      std::sort(m.label.begin(), m.label.end(),
+                [](const auto& a, const auto& b) { return a.name < b.name; });
+    }
+    out->push_back(std::move(*f));
+  }
+}
+
+}  // namespace uwsgi_prometheus

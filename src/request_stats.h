@@ -1,0 +1,143 @@
+// Request metrics measured in the workers: a fixed-size, versioned table in
+// memory that the master maps shared before it forks workers. Each worker
+// adds into its own slots with relaxed atomic increments (no lock, no
+// allocation, no system call); the scrape sums the slots.
+//
+// Layout: one header page, then `slots` records of `slot_bytes` each, every
+// record starting on its own 128-byte boundary so two workers never write
+// the same cache line (nor adjacent-line prefetch pairs). Slot index =
+// (worker_id - 1) * apps + app_index.
+#pragma once
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <prometheus/metric_family.h>
+
+namespace uwsgi_prometheus {
+
+inline constexpr uint64_t kRequestStatsMagic = 0x5052'4f4d'5251'5354ULL;  // "PROMRQST"
+inline constexpr uint32_t kRequestStatsVersion = 1;
+inline constexpr size_t kMaxDurationBuckets = 32;
+inline constexpr size_t kSizeBuckets = 8;
+
+// Methods with their own label value; anything else counts as "other".
+inline constexpr const char* kMethods[] = {"GET",     "HEAD",  "POST",  "PUT",  "DELETE",
+                                           "CONNECT", "OPTIONS", "TRACE", "PATCH", "other"};
+inline constexpr size_t kMethodCount = sizeof(kMethods) / sizeof(kMethods[0]);
+
+// Requests are counted per (method, status code) in a small lock-free
+// open-addressing table per slot. Status codes outside 100..599 count as 0.
+// A worker that sees more distinct pairs than the table holds counts the rest
+// under method "other", code "other" (bounded memory and cardinality).
+inline constexpr size_t kPairSlots = 64;
+
+// Response size buckets in bytes (headers + body).
+inline constexpr double kSizeBounds[kSizeBuckets] = {100, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9};
+
+size_t MethodIndex(std::string_view method);
+
+struct RequestStatsOptions {
+  std::vector<double> duration_bounds;  // seconds, strictly increasing, finite
+  uint32_t workers = 1;
+  uint32_t apps = 1;  // app slots per worker (1 unless per-app)
+};
+
+// Parses "0.005,0.01,..." (also space separated). Returns false with a
+// message when empty, unsorted, not finite, not positive or too many.
+bool ParseBuckets(const std::string& text, std::vector<double>* out, std::string* error);
+
+inline const std::vector<double>& DefaultDurationBounds() {
+  static const std::vector<double> bounds = {.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10};
+  return bounds;
+}
+
+struct RequestStatsHeader {
+  uint64_t magic;
+  uint32_t version;
+  uint32_t header_bytes;
+  uint32_t slot_bytes;
+  uint32_t slots;
+  uint32_t workers;
+  uint32_t apps;
+  uint32_t duration_buckets;
+  uint32_t pair_slots;
+  uint32_t size_buckets;
+  double duration_bounds_us[kMaxDurationBuckets];  // microseconds
+};
+
+// One record. Buckets are not cumulative here (the scrape accumulates).
+struct alignas(128) RequestSlot {
+  std::atomic<uint64_t> duration_buckets[kMaxDurationBuckets + 1];  // last: > every bound
+  std::atomic<uint64_t> duration_sum_us;
+  std::atomic<uint64_t> count;
+  std::atomic<uint64_t> size_buckets[kSizeBuckets + 1];
+  std::atomic<uint64_t> size_sum;
+  std::atomic<uint64_t> overflow;  // requests whose (method, code) found no room
+  struct Pair {
+    std::atomic<uint32_t> key;  // 0 = free; else (method index + 1) << 16 | code
+    std::atomic<uint64_t> count;
+  } pairs[kPairSlots];
+};
+static_assert(std::atomic<uint64_t>::is_always_lock_free, "needs lock-free 64-bit atomics");
+
+// The observation one finished request makes.
+struct RequestObservation {
+  uint32_t worker_id;   // 1-based
+  uint32_t app_index;   // < apps, clamped by the caller
+  uint64_t duration_us;
+  uint64_t response_bytes;
+  int status;
+  std::string_view method;
+};
+
+class RequestStats {
+ public:
+  // Maps the shared table (MAP_SHARED | MAP_ANONYMOUS). Call in the master
+  // before workers fork. Returns false with a message on failure.
+  bool Create(const RequestStatsOptions& options, std::string* error);
+  // Attaches to an existing table (tests); checks magic and version.
+  bool Attach(void* base, size_t bytes, std::string* error);
+  RequestStats() = default;
+  RequestStats(RequestStats&& other) noexcept
+      : base_(other.base_), bytes_(other.bytes_), owned_(other.owned_), header_(other.header_) {
+    other.base_ = nullptr;
+    other.owned_ = false;
+    other.header_ = nullptr;
+  }
+  RequestStats(const RequestStats&) = delete;
+  RequestStats& operator=(const RequestStats&) = delete;
+  RequestStats& operator=(RequestStats&&) = delete;
+  ~RequestStats();
+
+  // Worker side: a bucket lookup and relaxed atomic adds. Never blocks,
+  // allocates or throws. Out-of-range worker ids are ignored.
+  void Observe(const RequestObservation& o) noexcept;
+
+  // Scrape side: appends histogram and counter families. `app_labels` names
+  // app slots (mountpoints) when per-app; `per_worker` adds worker_id.
+  struct RenderOptions {
+    bool per_worker = false;
+    std::vector<std::string> app_labels;  // size == apps when per-app
+  };
+  void AppendFamilies(const RenderOptions& options,
+                      std::vector<prometheus::MetricFamily>* out) const;
+
+  size_t bytes() const { return bytes_; }
+  const RequestStatsHeader* header() const { return header_; }
+  RequestSlot* slot(uint32_t index) const;
+
+ private:
+  void* base_ = nullptr;
+  size_t bytes_ = 0;
+  bool owned_ = false;
+  RequestStatsHeader* header_ = nullptr;
+};
+
+size_t RequestStatsBytes(uint32_t workers, uint32_t apps);
+
+}  // namespace uwsgi_prometheus

@@ -1,0 +1,274 @@
+"""Start a real uWSGI with the built plugin on loopback, scrape it, read its
+stats server, and clean up. Standard library only."""
+import http.client
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+UWSGI = os.environ.get('UWSGI_BIN', shutil.which('uwsgi') or '/usr/bin/uwsgi')
+
+
+def plugin_path():
+    path = os.environ.get('PROMETHEUS_PLUGIN')
+    if not path:
+        raise RuntimeError('set PROMETHEUS_PLUGIN to the built prometheus_plugin.so')
+    return os.path.abspath(path)
+
+
+def free_port():
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
+
+
+def wait_for(predicate, timeout=15.0, interval=0.05, what='condition'):
+    deadline = time.monotonic() + timeout
+    last_error = None
+    while time.monotonic() < deadline:
+        try:
+            value = predicate()
+            if value:
+                return value
+        except Exception as e:  # keep polling until the deadline
+            last_error = e
+        time.sleep(interval)
+    raise AssertionError('timed out waiting for %s (last error: %r)' % (what, last_error))
+
+
+def http_get(port, path='/metrics', method='GET', host='127.0.0.1', timeout=10, headers=None,
+             unix=None):
+    if unix:
+        conn = UnixHTTPConnection(unix, timeout=timeout)
+    else:
+        conn = http.client.HTTPConnection(host, port, timeout=timeout)
+    try:
+        conn.request(method, path, headers=headers or {})
+        resp = conn.getresponse()
+        return resp.status, dict(resp.getheaders()), resp.read().decode('utf-8')
+    finally:
+        conn.close()
+
+
+class UnixHTTPConnection(http.client.HTTPConnection):
+    def __init__(self, path, timeout=10):
+        super().__init__('localhost', timeout=timeout)
+        self.unix_path = path
+
+    def connect(self):
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(self.timeout)
+        self.sock.connect(self.unix_path)
+
+
+SAMPLE_RE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(.*)\})? (\S+)$')
+LABEL_RE = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
+
+
+def unescape(value):
+    return re.sub(r'\\(.)', lambda m: '\n' if m.group(1) == 'n' else m.group(1), value)
+
+
+def parse_exposition(text):
+    """Returns (samples, types, helps): samples maps (name, frozenset of
+    (label, value)) to a float."""
+    samples, types, helps = {}, {}, {}
+    for line in text.splitlines():
+        if not line:
+            continue
+        if line.startswith('# HELP '):
+            name, _, help_text = line[7:].partition(' ')
+            helps[name] = help_text
+            continue
+        if line.startswith('# TYPE '):
+            name, _, kind = line[7:].partition(' ')
+            types[name] = kind
+            continue
+        if line.startswith('#'):
+            continue
+        m = SAMPLE_RE.match(line)
+        if not m:
+            raise ValueError('unparsable line: %r' % line)
+        labels = frozenset((k, unescape(v)) for k, v in LABEL_RE.findall(m.group(3) or ''))
+        samples[(m.group(1), labels)] = float(m.group(4))
+    return samples, types, helps
+
+
+def read_stats(path):
+    """uWSGI's JSON stats server on a UNIX socket."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(10)
+        s.connect(path)
+        chunks = []
+        while True:
+            data = s.recv(65536)
+            if not data:
+                break
+            chunks.append(data)
+    return json.loads(b''.join(chunks).decode('utf-8'))
+
+
+APP = '''
+import os, time
+
+def application(environ, start_response):
+    path = environ.get('PATH_INFO', '/')
+    if path.startswith('/sleep/'):
+        time.sleep(float(path.split('/')[2]))
+    if path == '/fail':
+        raise RuntimeError('requested failure')
+    if path == '/cache':
+        import uwsgi
+        key = environ.get('QUERY_STRING', 'k')
+        if uwsgi.cache_get(key) is None:
+            uwsgi.cache_set(key, b'v')
+    if path == '/pid':
+        body = str(os.getpid()).encode()
+    else:
+        body = b'hello ' + path.encode()
+    start_response('200 OK', [('Content-Type', 'text/plain'), ('Content-Length', str(len(body)))])
+    return [body]
+'''
+
+
+class Uwsgi:
+    """One uWSGI instance in a temp dir. Use as a context manager."""
+
+    def __init__(self, extra=(), workers=2, master=True, with_plugin=True, plugin=None,
+                 prometheus_socket=None, stats=True, threads=None):
+        self.dir = tempfile.mkdtemp(prefix='uwsgi-prom-test-')
+        self.port = free_port()            # the plugin's endpoint
+        self.http_port = free_port()       # an http-socket for requests
+        self.uwsgi_port = free_port()      # a uwsgi-protocol socket
+        self.stats_path = os.path.join(self.dir, 'stats.sock')
+        self.log_path = os.path.join(self.dir, 'uwsgi.log')
+        with open(os.path.join(self.dir, 'app.py'), 'w') as f:
+            f.write(APP)
+        opts = [
+            ('plugins-dir', '/usr/lib/uwsgi/plugins'),
+            ('plugin', 'python3'),
+            ('http-socket', '127.0.0.1:%d' % self.http_port),
+            ('socket', '127.0.0.1:%d' % self.uwsgi_port),
+            ('chdir', self.dir),
+            ('wsgi-file', os.path.join(self.dir, 'app.py')),
+            ('processes', str(workers)),
+            ('die-on-term', 'true'),
+            ('cache2', 'name=testcache,items=100'),
+            ('memory-report', 'true'),
+        ]
+        if master:
+            opts.insert(0, ('master', 'true'))
+        if threads:
+            opts.append(('threads', str(threads)))
+        if stats:
+            opts.append(('stats', self.stats_path))
+        if with_plugin:
+            opts.append(('plugin', plugin or plugin_path()))
+            opts.append(('prometheus-socket',
+                         prometheus_socket or '127.0.0.1:%d' % self.port))
+        opts.extend(extra)
+        self.ini = os.path.join(self.dir, 'uwsgi.ini')
+        with open(self.ini, 'w') as f:
+            f.write('[uwsgi]\n')
+            for k, v in opts:
+                f.write('%s = %s\n' % (k, v))
+        self.proc = None
+
+    def start(self, wait=True):
+        self.log = open(self.log_path, 'wb')
+        self.proc = subprocess.Popen([UWSGI, '--ini', self.ini], stdout=self.log,
+                                     stderr=subprocess.STDOUT, cwd=self.dir,
+                                     start_new_session=True)
+        if wait:
+            wait_for(lambda: self.proc.poll() is None and
+                     http_get(self.port, '/-/healthy', timeout=1)[0] == 200,
+                     what='the prometheus endpoint (log: %s)' % self.read_log()[-2000:])
+            wait_for(self.all_workers_up, what='all workers to start')
+        return self
+
+    def all_workers_up(self):
+        if not os.path.exists(self.stats_path):
+            return True
+        stats = read_stats(self.stats_path)
+        return all(w['pid'] > 0 and w['id'] > 0 for w in stats['workers'])
+
+    def wait_exit(self, timeout=15):
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise
+
+    def read_log(self):
+        try:
+            with open(self.log_path, 'rb') as f:
+                return f.read().decode('utf-8', 'replace')
+        except OSError:
+            return ''
+
+    def kill(self):
+        if self.proc and self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            self.proc.wait(10)
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        # anything left in the process group (workers of a stuck master)
+        if self.proc:
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+        if getattr(self, 'log', None):
+            self.log.close()
+
+    def cleanup(self):
+        self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.cleanup()
+
+    def scrape(self, path='/metrics'):
+        status, headers, body = http_get(self.port, path)
+        assert status == 200, (status, body)
+        return body
+
+    def request(self, path='/', timeout=30):
+        return http_get(self.http_port, path, timeout=timeout)
+
+    def stats(self):
+        return read_stats(self.stats_path)
+
+
+def quiet_snapshot(instance, tries=20):
+    """Stats JSON and a scrape taken at one quiet moment: stats read before
+    and after the scrape agree on every counter that can move."""
+    def volatile(stats):
+        return json.dumps([stats['workers'], stats.get('caches'), stats['sockets'],
+                           stats['listen_queue'], stats['signal_queue']], sort_keys=True)
+    for _ in range(tries):
+        before = instance.stats()
+        body = instance.scrape()
+        after = instance.stats()
+        if volatile(before) == volatile(after):
+            return after, body
+        time.sleep(0.2)
+    raise AssertionError('uWSGI never became quiet')
