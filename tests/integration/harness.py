@@ -141,9 +141,9 @@ class Uwsgi:
     """One uWSGI instance in a temp dir. Use as a context manager."""
 
     def __init__(self, extra=(), workers=2, master=True, with_plugin=True, plugin=None,
-                 prometheus_socket=None, stats=True, threads=None):
+                 prometheus_socket=None, stats=True, threads=None, port=None):
         self.dir = tempfile.mkdtemp(prefix='uwsgi-prom-test-')
-        self.port = free_port()            # the plugin's endpoint
+        self.port = port or free_port()    # the plugin's endpoint
         self.http_port = free_port()       # an http-socket for requests
         self.uwsgi_port = free_port()      # a uwsgi-protocol socket
         self.stats_path = os.path.join(self.dir, 'stats.sock')
@@ -159,11 +159,13 @@ class Uwsgi:
             ('wsgi-file', os.path.join(self.dir, 'app.py')),
             ('processes', str(workers)),
             ('die-on-term', 'true'),
-            ('cache2', 'name=testcache,items=100'),
-            ('memory-report', 'true'),
         ]
         if master:
+            # cache2, memory-report and stats would switch the master on by themselves
             opts.insert(0, ('master', 'true'))
+            opts += [('cache2', 'name=testcache,items=100'), ('memory-report', 'true')]
+        else:
+            stats = False
         if threads:
             opts.append(('threads', str(threads)))
         if stats:
@@ -252,7 +254,11 @@ class Uwsgi:
         return body
 
     def request(self, path='/', timeout=30):
-        return http_get(self.http_port, path, timeout=timeout)
+        try:
+            return http_get(self.http_port, path, timeout=timeout)
+        except http.client.RemoteDisconnected:
+            # uWSGI closes the connection when the app raises
+            return 500, {}, ''
 
     def stats(self):
         return read_stats(self.stats_path)

@@ -30,11 +30,11 @@ def families_reference():
     return rows
 
 
-def value(samples, name, **labels):
+def value(samples, family, **labels):
     for (n, ls), v in samples.items():
-        if n == name and all((k, str(val)) in ls for k, val in labels.items()):
+        if n == family and all((k, str(val)) in ls for k, val in labels.items()):
             return v
-    raise KeyError('%s%s not in scrape' % (name, labels))
+    raise KeyError('%s%s not in scrape' % (family, labels))
 
 
 def series_of(samples, name):
@@ -48,7 +48,10 @@ class MatchesStatsServer(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
         cls.u = Uwsgi(workers=4, extra=[('prometheus-collect-cores', 'true'),
-                                        ('prometheus-stats-uri', 'tcp://127.0.0.1:1717')])
+                                        ('prometheus-stats-uri', 'tcp://127.0.0.1:1717'),
+                                        ('mules', '1'), ('spooler', 'spool'),
+                                        ('spooler-import', 'app.py')])
+        os.makedirs(os.path.join(cls.u.dir, 'spool'))
         cls.u.start()
         for i in range(N_REQUESTS):
             cls.u.request('/x%d' % i)
@@ -181,7 +184,7 @@ class MatchesStatsServer(unittest.TestCase):
         self.assertGreaterEqual(value(self.samples, 'process_cpu_seconds_total'), 0)
 
     def test_self_families_count_scrapes(self):
-        before = value(self.samples, 'uwsgi_exporter_scrapes_total')
+        before = value(parse_exposition(self.u.scrape())[0], 'uwsgi_exporter_scrapes_total')
         samples = parse_exposition(self.u.scrape())[0]
         self.assertEqual(value(samples, 'uwsgi_exporter_scrapes_total'), before + 1)
         self.assertEqual(value(samples, 'uwsgi_exporter_scrape_duration_seconds_count'), before)
@@ -226,8 +229,11 @@ class MatchesStatsServer(unittest.TestCase):
         inode = listener_inode(self.u.port)
         master = self.stats['pid']
         self.assertIn(inode, socket_inodes(master))
-        children = [int(p) for p in open('/proc/%d/task/%d/children' % (master, master)).read().split()]
-        self.assertGreaterEqual(len(children), 4)
+        with open('/proc/%d/task/%d/children' % (master, master)) as f:
+            children = [int(p) for p in f.read().split()]
+        # 4 workers, a mule and a spooler
+        self.assertGreaterEqual(len(children), 6)
+        self.assertIn(self.stats['spoolers'][0]['pid'], children)
         for pid in children:
             with self.subTest(pid=pid):
                 self.assertNotIn(inode, socket_inodes(pid))
@@ -315,10 +321,16 @@ class Endpoint(unittest.TestCase):
                 s.bind(('::1', 0))
         except OSError:
             self.skipTest('no IPv6 loopback')
-        with Uwsgi(workers=1, prometheus_socket='[::1]:%d' % port) as u:
-            pass_check = lambda: http_get(port, '/metrics', host='::1')[0] == 200
-            u.port = port
-            self.assertTrue(wait_for(pass_check, what='IPv6 endpoint'))
+        u = Uwsgi(workers=1, prometheus_socket='[::1]:%d' % port, port=port)
+        try:
+            u.start(wait=False)
+            status = wait_for(lambda: http_get(port, '/metrics', host='::1')[0],
+                              what='IPv6 endpoint')
+            self.assertEqual(status, 200)
+            with self.assertRaises(OSError):  # not on IPv4
+                http_get(port, '/metrics', host='127.0.0.1', timeout=1)
+        finally:
+            u.cleanup()
 
 
 class Misconfiguration(unittest.TestCase):
@@ -365,7 +377,8 @@ class Misconfiguration(unittest.TestCase):
     def test_plugin_built_for_another_uwsgi_refuses_to_start(self):
         # Same plugin, with one define in its recorded build flags changed:
         # what a plugin built against another uWSGI build looks like.
-        data = open(plugin_path(), 'rb').read()
+        with open(plugin_path(), 'rb') as f:
+            data = f.read()
         self.assertEqual(data.count(b'-DUWSGI_ZLIB'), 1)
         fake = os.path.join(tempfile.mkdtemp(prefix='uwsgi-prom-abi-'), 'prometheus_plugin.so')
         with open(fake, 'wb') as f:
