@@ -23,13 +23,28 @@ void Exporter::Scrape(std::string* body) {
   ReadSelfProcess(&snapshot_.process);
 
   families_.clear();
-  BuildFamilies(snapshot_, options_.model, self_, &families_);
-  if (!providers_.empty()) {
-    for (auto& provider : providers_) provider(snapshot_, self_.up, &families_);
+  for (auto& provider : providers_) provider(snapshot_, self_.up, &families_);
+  if (!families_.empty()) {
     Normalize(&families_);
+    // A provider family must not shadow a built-in one or repeat another:
+    // keep the first, drop the rest, say so once.
+    size_t kept = 0;
+    for (size_t i = 0; i < families_.size(); ++i) {
+      const auto& name = families_[i].name;
+      if (IsBuiltInFamily(name) || (kept > 0 && families_[kept - 1].name == name)) {
+        ++self_.errors;
+        if (log && reported_clashes_.insert(name).second) {
+          log("family " + name + " is served twice; keeping the first one");
+        }
+        continue;
+      }
+      if (kept != i) families_[kept] = std::move(families_[i]);
+      ++kept;
+    }
+    families_.resize(kept);
   }
   buffer_.clear();
-  RenderText(families_, &buffer_);
+  RenderScrape(snapshot_, options_.model, self_, families_, &buffer_);
   body->assign(buffer_.data(), buffer_.size());
 
   self_.scrape_duration_sum +=

@@ -6,6 +6,7 @@
 #include <chrono>
 #include <cstdint>
 #include <functional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -58,6 +59,7 @@ class Exporter {
   std::vector<prometheus::MetricFamily> families_;
   fmt::memory_buffer buffer_;
   std::string last_error_;
+  std::set<std::string> reported_clashes_;
 };
 
 }  // namespace uwsgi_prometheus

@@ -11,6 +11,7 @@
 #include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 #include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
@@ -343,6 +344,13 @@ bool HttpServer::Listen(const HttpServerOptions& options, std::string* error) {
                               : reinterpret_cast<sockaddr_in*>(&bound)->sin_port);
     }
   }
+  if (a.kind == ListenAddress::Kind::kTcp) {
+    // Wake up for a connection only once its request has arrived; a client
+    // that connects and stays silent never reaches the accept queue before
+    // the request deadline.
+    int defer = std::max(1, options.request_timeout_ms / 1000);
+    setsockopt(fd, IPPROTO_TCP, TCP_DEFER_ACCEPT, &defer, sizeof defer);
+  }
   if (listen(fd, options.listen_backlog) != 0) return fail(strerror(errno));
   listen_fd_.store(fd);
   return true;
@@ -354,13 +362,15 @@ struct HttpServer::Conn {
   size_t slot = 0;
   uint32_t generation = 0;
   bool idle = false;         // keep-alive, waiting for the next request
+  bool registered = false;   // added to the epoll set
   int64_t accepted_ms = 0;
   int64_t deadline_ms = 0;
   bool responding = false;   // a complete request was read; writing the answer
   bool close_after = false;
   std::string in;
-  std::string out;
-  size_t out_pos = 0;
+  std::string out;       // status line and headers
+  std::string out_body;  // body, sent after `out` with one sendmsg
+  size_t out_pos = 0;    // bytes of out + out_body already sent
 };
 
 bool HttpServer::Start(HttpHandler handler, std::string* error) {
@@ -452,7 +462,7 @@ void HttpServer::Run() {
   struct epoll_event events[64];
 
   auto close_conn = [&](Conn* c) {
-    epoll_ctl(ep, EPOLL_CTL_DEL, c->fd, nullptr);
+    if (c->registered) epoll_ctl(ep, EPOLL_CTL_DEL, c->fd, nullptr);
     conn_fds_[c->slot].store(-1);  // unpublish before close (fork safety)
     close(c->fd);
     by_slot[c->slot] = nullptr;
@@ -483,14 +493,28 @@ void HttpServer::Run() {
     std::memset(&ev, 0, sizeof ev);
     ev.events = events;
     ev.data.u64 = Tag(c->slot, c->generation);
-    epoll_ctl(ep, EPOLL_CTL_MOD, c->fd, &ev);
+    epoll_ctl(ep, c->registered ? EPOLL_CTL_MOD : EPOLL_CTL_ADD, c->fd, &ev);
+    c->registered = true;
   };
 
   // Writes what is pending; returns false if the connection was closed.
   auto flush = [&](Conn* c) {
-    while (c->out_pos < c->out.size()) {
-      ssize_t n = send(c->fd, c->out.data() + c->out_pos, c->out.size() - c->out_pos,
-                       MSG_NOSIGNAL | MSG_DONTWAIT);
+    const size_t total = c->out.size() + c->out_body.size();
+    while (c->out_pos < total) {
+      struct iovec iov[2];
+      int iovcnt = 0;
+      if (c->out_pos < c->out.size()) {
+        iov[iovcnt++] = {c->out.data() + c->out_pos, c->out.size() - c->out_pos};
+      }
+      const size_t body_pos = c->out_pos > c->out.size() ? c->out_pos - c->out.size() : 0;
+      if (body_pos < c->out_body.size()) {
+        iov[iovcnt++] = {c->out_body.data() + body_pos, c->out_body.size() - body_pos};
+      }
+      struct msghdr msg;
+      std::memset(&msg, 0, sizeof msg);
+      msg.msg_iov = iov;
+      msg.msg_iovlen = static_cast<size_t>(iovcnt);
+      ssize_t n = sendmsg(c->fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
       if (n > 0) {
         c->out_pos += static_cast<size_t>(n);
         continue;
@@ -505,6 +529,7 @@ void HttpServer::Run() {
     }
     // Response complete.
     c->out.clear();
+    c->out_body.clear();
     c->out_pos = 0;
     c->responding = false;
     if (c->close_after) {
@@ -517,7 +542,7 @@ void HttpServer::Run() {
     return true;
   };
 
-  auto respond = [&](Conn* c, const HttpResponse& r, bool head, bool keep_alive) {
+  auto respond = [&](Conn* c, HttpResponse& r, bool head, bool keep_alive) {
     c->responding = true;
     c->close_after = !keep_alive;
     std::string& o = c->out;
@@ -538,7 +563,8 @@ void HttpServer::Run() {
       o += "\r\n";
     }
     o += "\r\n";
-    if (!head) o += r.body;
+    c->out_body.clear();
+    if (!head) c->out_body.swap(r.body);  // no copy of a large scrape
     c->out_pos = 0;
   };
 
@@ -657,14 +683,18 @@ void HttpServer::Run() {
           c->deadline_ms = c->accepted_ms + options_.request_timeout_ms;
           int one = 1;
           setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-          struct epoll_event ev;
-          std::memset(&ev, 0, sizeof ev);
-          ev.events = EPOLLIN | EPOLLRDHUP;
-          ev.data.u64 = Tag(c->slot, c->generation);
-          epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev);
+          Conn* raw = c.get();
+          const size_t slot = raw->slot;
+          const uint32_t generation = raw->generation;
           conns.push_back(std::move(c));
           stats_.accepted.fetch_add(1, std::memory_order_relaxed);
           stats_.open_connections.fetch_add(1, std::memory_order_relaxed);
+          // The request is usually there already (TCP_DEFER_ACCEPT): answer
+          // it now; only a connection that stays open joins the epoll set.
+          on_readable(raw);
+          if (by_slot[slot] == raw && raw->generation == generation && !raw->registered) {
+            watch(raw, EPOLLIN | EPOLLRDHUP);
+          }
         }
         continue;
       }

@@ -9,6 +9,7 @@
 #include <string_view>
 #include <vector>
 
+#include <fmt/format.h>
 #include <prometheus/metric_family.h>
 
 #include "snapshot.h"
@@ -38,6 +39,15 @@ struct SelfStats {
 void BuildFamilies(const Snapshot& snapshot, const ModelOptions& options,
                    const SelfStats& self,
                    std::vector<prometheus::MetricFamily>* out);
+
+// The same text as RenderText() of BuildFamilies() merged with `extra`, but
+// written straight from the snapshot (no per-series objects): what a scrape
+// serves. `extra` must be sorted by name and hold no built-in family name.
+void RenderScrape(const Snapshot& snapshot, const ModelOptions& options, const SelfStats& self,
+                  const std::vector<prometheus::MetricFamily>& extra, fmt::memory_buffer* out);
+
+// Whether `name` is one of the families BuildFamilies can produce.
+bool IsBuiltInFamily(std::string_view name);
 
 // Sorts families by name and each family's series by label values, and drops
 // series whose labels repeat an earlier one.

@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <ctime>
 
 namespace uwsgi_prometheus {
 
@@ -43,6 +44,29 @@ double BootTime() {
   return boot_time;
 }
 
+// Listing /proc/self/fd costs about a microsecond per descriptor in the
+// kernel, and a master with hundreds of workers holds thousands; the count is
+// refreshed at most once a second (callers are one thread).
+double OpenFds() {
+  static double cached = 0;
+  static struct timespec taken = {0, 0};
+  struct timespec now;
+  clock_gettime(CLOCK_MONOTONIC, &now);
+  const double age = static_cast<double>(now.tv_sec - taken.tv_sec) +
+                     static_cast<double>(now.tv_nsec - taken.tv_nsec) / 1e9;
+  if (taken.tv_sec != 0 && age < 1.0) return cached;
+  if (DIR* dir = opendir("/proc/self/fd")) {
+    int count = 0;
+    while (struct dirent* entry = readdir(dir)) {
+      if (entry->d_name[0] != '.') ++count;
+    }
+    closedir(dir);
+    cached = count - 1;  // the directory stream's own fd
+    taken = now;
+  }
+  return cached;
+}
+
 }  // namespace
 
 void ReadSelfProcess(ProcessSnapshot* out) noexcept {
@@ -69,14 +93,7 @@ void ReadSelfProcess(ProcessSnapshot* out) noexcept {
   out->virtual_memory_bytes = fields[23];
   out->resident_memory_bytes = fields[24] * page;
 
-  if (DIR* dir = opendir("/proc/self/fd")) {
-    int count = 0;
-    while (struct dirent* entry = readdir(dir)) {
-      if (entry->d_name[0] != '.') ++count;
-    }
-    closedir(dir);
-    out->open_fds = count - 1;  // the directory stream's own fd
-  }
+  out->open_fds = OpenFds();
   struct rlimit limit;
   if (getrlimit(RLIMIT_NOFILE, &limit) == 0) {
     out->max_fds = limit.rlim_cur == RLIM_INFINITY ? -1 : static_cast<double>(limit.rlim_cur);

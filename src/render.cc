@@ -12,7 +12,9 @@ using prometheus::MetricType;
 
 namespace {
 
-void Append(fmt::memory_buffer* out, std::string_view s) { out->append(s.data(), s.data() + s.size()); }
+void AppendCount(fmt::memory_buffer* out, uint64_t value);
+
+}  // namespace
 
 void AppendValue(fmt::memory_buffer* out, double value) {
   if (std::isnan(value)) {
@@ -28,13 +30,7 @@ void AppendValue(fmt::memory_buffer* out, double value) {
   }
 }
 
-void AppendCount(fmt::memory_buffer* out, uint64_t value) {
-  fmt::format_int i(static_cast<unsigned long long>(value));
-  Append(out, std::string_view(i.data(), i.size()));
-}
-
-// Label values: backslash, double quote and newline are escaped.
-void AppendLabelValue(fmt::memory_buffer* out, const std::string& value) {
+void AppendEscapedLabelValue(fmt::memory_buffer* out, std::string_view value) {
   for (char c : value) {
     switch (c) {
       case '\\': Append(out, "\\\\"); break;
@@ -45,15 +41,11 @@ void AppendLabelValue(fmt::memory_buffer* out, const std::string& value) {
   }
 }
 
-// HELP text: backslash and newline are escaped.
-void AppendHelp(fmt::memory_buffer* out, const std::string& help) {
-  for (char c : help) {
-    switch (c) {
-      case '\\': Append(out, "\\\\"); break;
-      case '\n': Append(out, "\\n"); break;
-      default: out->push_back(c);
-    }
-  }
+namespace {
+
+void AppendCount(fmt::memory_buffer* out, uint64_t value) {
+  fmt::format_int i(static_cast<unsigned long long>(value));
+  Append(out, std::string_view(i.data(), i.size()));
 }
 
 // name{labels[,extra_name="extra"]} value\n
@@ -70,7 +62,7 @@ void AppendSample(fmt::memory_buffer* out, const std::string& name, std::string_
       first = false;
       Append(out, label.name);
       Append(out, "=\"");
-      AppendLabelValue(out, label.value);
+      AppendEscapedLabelValue(out, label.value);
       out->push_back('"');
     }
     if (!extra_name.empty()) {
@@ -109,61 +101,75 @@ std::string_view FormatBound(double bound, char* buf, size_t size) {
 
 }  // namespace
 
-void RenderText(const std::vector<MetricFamily>& families, fmt::memory_buffer* out) {
-  char buf[64];
-  for (const auto& family : families) {
-    if (family.metric.empty()) continue;
-    if (!family.help.empty()) {
-      Append(out, "# HELP ");
-      Append(out, family.name);
-      out->push_back(' ');
-      AppendHelp(out, family.help);
-      out->push_back('\n');
-    }
-    Append(out, "# TYPE ");
-    Append(out, family.name);
-    out->push_back(' ');
-    Append(out, TypeName(family.type));
-    out->push_back('\n');
-    for (const auto& m : family.metric) {
-      switch (family.type) {
-        case MetricType::Counter:
-          AppendSample(out, family.name, "", m, "", "", m.counter.value);
-          break;
-        case MetricType::Gauge:
-          AppendSample(out, family.name, "", m, "", "", m.gauge.value);
-          break;
-        case MetricType::Summary:
-          for (const auto& q : m.summary.quantile) {
-            AppendSample(out, family.name, "", m, "quantile",
-                         FormatBound(q.quantile, buf, sizeof buf), q.value);
-          }
-          AppendSample(out, family.name, "_sum", m, "", "", m.summary.sample_sum);
-          AppendSample(out, family.name, "_count", m, "", "",
-                       static_cast<double>(m.summary.sample_count));
-          break;
-        case MetricType::Histogram: {
-          bool has_inf = false;
-          for (const auto& b : m.histogram.bucket) {
-            has_inf = has_inf || std::isinf(b.upper_bound);
-            AppendSample(out, family.name, "_bucket", m, "le",
-                         FormatBound(b.upper_bound, buf, sizeof buf),
-                         static_cast<double>(b.cumulative_count));
-          }
-          if (!has_inf) {
-            AppendSample(out, family.name, "_bucket", m, "le", "+Inf",
-                         static_cast<double>(m.histogram.sample_count));
-          }
-          AppendSample(out, family.name, "_sum", m, "", "", m.histogram.sample_sum);
-          AppendSample(out, family.name, "_count", m, "", "",
-                       static_cast<double>(m.histogram.sample_count));
-          break;
-        }
-        default:
-          AppendSample(out, family.name, "", m, "", "", m.untyped.value);
-      }
+void AppendHelpLine(fmt::memory_buffer* out, std::string_view name, std::string_view help) {
+  Append(out, "# HELP ");
+  Append(out, name);
+  out->push_back(' ');
+  for (char c : help) {
+    switch (c) {
+      case '\\': Append(out, "\\\\"); break;
+      case '\n': Append(out, "\\n"); break;
+      default: out->push_back(c);
     }
   }
+  out->push_back('\n');
+}
+
+void AppendTypeLine(fmt::memory_buffer* out, std::string_view name, MetricType type) {
+  Append(out, "# TYPE ");
+  Append(out, name);
+  out->push_back(' ');
+  Append(out, TypeName(type));
+  out->push_back('\n');
+}
+
+void RenderFamily(const MetricFamily& family, fmt::memory_buffer* out) {
+  char buf[64];
+  if (family.metric.empty()) return;
+  if (!family.help.empty()) AppendHelpLine(out, family.name, family.help);
+  AppendTypeLine(out, family.name, family.type);
+  for (const auto& m : family.metric) {
+    switch (family.type) {
+      case MetricType::Counter:
+        AppendSample(out, family.name, "", m, "", "", m.counter.value);
+        break;
+      case MetricType::Gauge:
+        AppendSample(out, family.name, "", m, "", "", m.gauge.value);
+        break;
+      case MetricType::Summary:
+        for (const auto& q : m.summary.quantile) {
+          AppendSample(out, family.name, "", m, "quantile",
+                       FormatBound(q.quantile, buf, sizeof buf), q.value);
+        }
+        AppendSample(out, family.name, "_sum", m, "", "", m.summary.sample_sum);
+        AppendSample(out, family.name, "_count", m, "", "",
+                     static_cast<double>(m.summary.sample_count));
+        break;
+      case MetricType::Histogram: {
+        bool has_inf = false;
+        for (const auto& b : m.histogram.bucket) {
+          has_inf = has_inf || std::isinf(b.upper_bound);
+          AppendSample(out, family.name, "_bucket", m, "le",
+                       FormatBound(b.upper_bound, buf, sizeof buf),
+                       static_cast<double>(b.cumulative_count));
+        }
+        if (!has_inf) {
+          AppendSample(out, family.name, "_bucket", m, "le", "+Inf",
+                       static_cast<double>(m.histogram.sample_count));
+        }
+        AppendSample(out, family.name, "_sum", m, "", "", m.histogram.sample_sum);
+        AppendSample(out, family.name, "_count", m, "", "",
+                     static_cast<double>(m.histogram.sample_count));
+        break;
+      }
+      default:
+        AppendSample(out, family.name, "", m, "", "", m.untyped.value);
+    }
+  }
+}
+
+void RenderText(const std::vector<MetricFamily>& families, fmt::memory_buffer* out) {
+  for (const auto& family : families) RenderFamily(family, out);
 }
 
 std::string RenderText(const std::vector<MetricFamily>& families) {

@@ -4,8 +4,8 @@ server (the data path uwsgi_exporter depends on), side by side in one run.
 
     PROMETHEUS_PLUGIN=build/prometheus_plugin.so tests/bench/scrape_bench.py [--workers 4,16,64,256] [-n 200]
 
-For each worker count one uWSGI runs with both the stats server (UNIX socket)
-and the plugin (TCP loopback). Requests alternate A,B,A,B on fresh
+For each worker count one uWSGI runs with both the stats server and the
+plugin, both on TCP loopback. Requests alternate A,B,A,B on fresh
 connections. Printed per size: median and p90 wall time per operation, bytes
 per answer, CPU time per operation of the master's main thread (the loop that
 also spawns and reaps workers) and of the plugin's thread, and the master's
@@ -19,9 +19,12 @@ import sys
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'integration'))
-from harness import Uwsgi, wait_for  # noqa: E402
+from harness import Uwsgi, free_port, wait_for  # noqa: E402
 
 TICKS = os.sysconf('SC_CLK_TCK')
+# Both endpoints on TCP loopback, as uwsgi_exporter usually reads the stats
+# server (--stats.uri tcp://127.0.0.1:1717).
+STATS = ('127.0.0.1', free_port())
 
 
 def thread_cpu(pid, tid):
@@ -69,11 +72,9 @@ def scrape(port):
     return (t1 - t0) / 1e6, len(data.split(b'\r\n\r\n', 1)[1])
 
 
-def read_json(path):
+def read_json(address):
     t0 = time.perf_counter_ns()
-    with socket.socket(socket.AF_UNIX) as s:
-        s.settimeout(30)
-        s.connect(path)
+    with socket.create_connection(address, timeout=30) as s:
         chunks = []
         while True:
             d = s.recv(262144)
@@ -92,13 +93,16 @@ def pct(values, p):
 
 
 def measure(workers, n):
-    extra = [('listen', '1024')]
-    with Uwsgi(workers=workers, extra=extra) as u:
+    # stats_uri as in a typical uwsgi_exporter setup (the label is on every
+    # series, so its length matters; the test harness' default is a long
+    # temporary path).
+    extra = [('listen', '1024'), ('prometheus-stats-uri', 'tcp://127.0.0.1:1717')]
+    with Uwsgi(workers=workers, extra=extra, stats_address=STATS) as u:
         master = u.proc.pid
         tid = plugin_thread(master)
         for _ in range(10):  # warm up both paths
             scrape(u.port)
-            read_json(u.stats_path)
+            read_json(STATS)
         a_ms, b_ms, a_bytes, b_bytes = [], [], 0, 0
         a_main = b_main = a_thread = 0.0
         for _ in range(n):
@@ -111,15 +115,15 @@ def measure(workers, n):
             a_main += m1 - m0
             a_thread += t1 - t0
             m0 = thread_cpu(master, master)
-            ms, b_bytes = read_json(u.stats_path)
+            ms, b_bytes = read_json(STATS)
             m1 = thread_cpu(master, master)
             b_ms.append(ms)
             b_main += m1 - m0
         rss_with = rss_kib(master)
-    with Uwsgi(workers=workers, extra=extra, with_plugin=False) as u:
+    with Uwsgi(workers=workers, extra=extra, with_plugin=False, stats_address=STATS) as u:
         time.sleep(0.5)
         for _ in range(10):
-            read_json(u.stats_path)
+            read_json(STATS)
         rss_without = rss_kib(u.proc.pid)
     return {
         'workers': workers,

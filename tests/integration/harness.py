@@ -141,7 +141,8 @@ class Uwsgi:
     """One uWSGI instance in a temp dir. Use as a context manager."""
 
     def __init__(self, extra=(), workers=2, master=True, with_plugin=True, plugin=None,
-                 prometheus_socket=None, stats=True, threads=None, port=None):
+                 prometheus_socket=None, stats=True, threads=None, port=None,
+                 stats_address=None):
         self.dir = tempfile.mkdtemp(prefix='uwsgi-prom-test-')
         self.port = port or free_port()    # the plugin's endpoint
         self.http_port = free_port()       # an http-socket for requests
@@ -168,8 +169,10 @@ class Uwsgi:
             stats = False
         if threads:
             opts.append(('threads', str(threads)))
+        self.stats_enabled = stats
+        self.stats_address = stats_address if stats else None
         if stats:
-            opts.append(('stats', self.stats_path))
+            opts.append(('stats', '%s:%d' % stats_address if stats_address else self.stats_path))
         if with_plugin:
             opts.append(('plugin', plugin or plugin_path()))
             opts.append(('prometheus-socket',
@@ -181,23 +184,36 @@ class Uwsgi:
             for k, v in opts:
                 f.write('%s = %s\n' % (k, v))
         self.proc = None
+        self.with_plugin = with_plugin
 
     def start(self, wait=True):
         self.log = open(self.log_path, 'wb')
         self.proc = subprocess.Popen([UWSGI, '--ini', self.ini], stdout=self.log,
                                      stderr=subprocess.STDOUT, cwd=self.dir,
                                      start_new_session=True)
-        if wait:
+        if wait and self.with_plugin:
             wait_for(lambda: self.proc.poll() is None and
                      http_get(self.port, '/-/healthy', timeout=1)[0] == 200,
                      what='the prometheus endpoint (log: %s)' % self.read_log()[-2000:])
+        if wait:
             wait_for(self.all_workers_up, what='all workers to start')
         return self
 
     def all_workers_up(self):
-        if not os.path.exists(self.stats_path):
-            return True
-        stats = read_stats(self.stats_path)
+        if self.stats_address:
+            import json
+            with socket.create_connection(self.stats_address, timeout=10) as s:
+                data = b''
+                while True:
+                    chunk = s.recv(65536)
+                    if not chunk:
+                        break
+                    data += chunk
+            stats = json.loads(data)
+        elif not os.path.exists(self.stats_path):
+            return not self.stats_enabled
+        else:
+            stats = read_stats(self.stats_path)
         return all(w['pid'] > 0 and w['id'] > 0 for w in stats['workers'])
 
     def wait_exit(self, timeout=15):

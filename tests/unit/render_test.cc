@@ -209,3 +209,67 @@ TEST_CASE("exporter routes metrics, health, landing page and 404", "[render]") {
     CHECK(body.find("uwsgi_exporter_last_scrape_error 0\n") != std::string::npos);
   }
 }
+
+TEST_CASE("the direct scrape renderer writes exactly the reference text", "[render]") {
+  auto check = [](const Snapshot& s, const ModelOptions& o, const SelfStats& self,
+                  std::vector<MetricFamily> extra) {
+    std::vector<MetricFamily> reference;
+    BuildFamilies(s, o, self, &reference);
+    reference.insert(reference.end(), extra.begin(), extra.end());
+    Normalize(&reference);
+    fmt::memory_buffer direct;
+    RenderScrape(s, o, self, extra, &direct);
+    CHECK(fmt::to_string(direct) == RenderText(reference));
+  };
+  ModelOptions o;
+  o.stats_uri = "tcp://127.0.0.1:1717";
+  SelfStats self;
+  self.scrapes = 3;
+  self.scrape_duration_sum = 0.5;
+  self.scrape_duration_count = 2;
+
+  SECTION("many workers, cores on and off") {
+    Snapshot s = MakeSnapshot(23, 3);
+    s.process.valid = true;
+    s.process.cpu_seconds = 2.5;
+    check(s, o, self, {});
+    o.collect_cores = true;
+    check(s, o, self, {});
+  }
+  SECTION("hostile labels, duplicates and never-started slots") {
+    Snapshot s = MakeSnapshot(12, 2);
+    s.workers[3].id = 0;
+    s.workers[5].apps[0].mountpoint = "/we\"ird\\path\nx\xff";
+    s.workers[5].apps.push_back(s.workers[5].apps[0]);
+    s.workers[5].apps[1].id = 1;
+    s.workers[5].apps[1].chdir = std::string(3000, 'c');
+    s.workers[6].id = 7;  // two slots claiming the same id: first wins
+    s.sockets.push_back(s.sockets[0]);
+    s.sockets.push_back({"/run/\"s\".sock", "uwsgi", 1, 2, false, false});
+    s.caches.push_back({"second", 1, 1, 1, 1, 1});
+    s.caches.push_back({"default", 9, 9, 9, 9, 9});
+    o.stats_uri = "unix:///tmp/\"x\"";
+    o.collect_cores = true;
+    check(s, o, self, {});
+  }
+  SECTION("statuses") {
+    Snapshot s = MakeSnapshot(5);
+    s.workers[2].status = WorkerStatus::kPause;
+    s.workers[4].status = WorkerStatus::kSig;
+    check(s, o, self, {});
+  }
+  SECTION("failed snapshot") {
+    self.up = false;
+    check(MakeSnapshot(3), o, self, {});
+  }
+  SECTION("extra families interleave by name") {
+    std::vector<MetricFamily> extra(3);
+    extra[0] = {"aaa_first", "A.", MetricType::Counter, {}};
+    extra[1] = {"uwsgi_request_duration_seconds", "D.", MetricType::Histogram, {}};
+    extra[2] = {"zzz_last", "Z.", MetricType::Gauge, {}};
+    for (auto& f : extra) f.metric.resize(1);
+    extra[1].metric[0].histogram.sample_count = 1;
+    extra[1].metric[0].histogram.bucket = {{1, 0.1}};
+    check(MakeSnapshot(2), o, self, extra);
+  }
+}

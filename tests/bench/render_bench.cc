@@ -1,0 +1,58 @@
+// Time to turn one snapshot into exposition text: the reference path
+// (prometheus-cpp data model + renderer) against the direct renderer a
+// scrape uses. Prints a table; run: build/tests/render_bench [runs]
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <vector>
+
+#include "../unit/fake_source.h"
+#include "model.h"
+#include "render.h"
+
+using namespace uwsgi_prometheus;
+
+namespace {
+
+template <typename F>
+double MedianUs(int runs, F&& f) {
+  std::vector<double> t;
+  for (int i = 0; i < runs; ++i) {
+    auto a = std::chrono::steady_clock::now();
+    f();
+    auto b = std::chrono::steady_clock::now();
+    t.push_back(std::chrono::duration<double, std::micro>(b - a).count());
+  }
+  std::sort(t.begin(), t.end());
+  return t[t.size() / 2];
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const int runs = argc > 1 ? std::atoi(argv[1]) : 200;
+  ModelOptions o;
+  o.stats_uri = "tcp://127.0.0.1:1717";
+  SelfStats self;
+  std::printf("| workers | reference (model + render) us | direct render us | ratio | bytes |\n");
+  std::printf("|---|---|---|---|---|\n");
+  for (int workers : {4, 16, 64, 256}) {
+    Snapshot s = MakeSnapshot(workers);
+    fmt::memory_buffer buf;
+    size_t bytes = 0;
+    double ref = MedianUs(runs, [&] {
+      std::vector<prometheus::MetricFamily> fs;
+      BuildFamilies(s, o, self, &fs);
+      buf.clear();
+      RenderText(fs, &buf);
+      bytes = buf.size();
+    });
+    double direct = MedianUs(runs, [&] {
+      buf.clear();
+      RenderScrape(s, o, self, {}, &buf);
+    });
+    std::printf("| %d | %.1f | %.1f | %.1fx | %zu |\n", workers, ref, direct, ref / direct, bytes);
+  }
+  return 0;
+}
