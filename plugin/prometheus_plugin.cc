@@ -177,16 +177,16 @@ void SetUpRequestStats() {
       const uint32_t apps = state.requests->header()->apps;
       options.app_labels.assign(apps, std::string());
       options.app_labels[0] = "(no app)";
-      if (taken) {
-        for (uint32_t j = 1; j < apps; ++j) {
-          for (const auto& w : snapshot.workers) {
-            if (w.apps.size() >= j) {
-              options.app_labels[j] = SanitizeLabelValue(w.apps[j - 1].mountpoint, 512);
-              break;
-            }
+      for (uint32_t j = 1; j < apps; ++j) {
+        bool found = false;
+        for (const auto& w : snapshot.workers) {
+          if (taken && w.id != 0 && w.apps.size() >= j) {
+            options.app_labels[j] = SanitizeLabelValue(w.apps[j - 1].mountpoint, 512);
+            found = true;
+            break;
           }
-          if (options.app_labels[j].empty()) options.app_labels[j] = "app" + std::to_string(j - 1);
         }
+        if (!found) options.app_labels[j] = "(app " + std::to_string(j - 1) + ")";
       }
     }
     state.requests->AppendFamilies(options, out);

@@ -128,11 +128,17 @@ def application(environ, start_response):
         key = environ.get('QUERY_STRING', 'k')
         if uwsgi.cache_get(key) is None:
             uwsgi.cache_set(key, b'v')
+    status = '200 OK'
+    if path.startswith('/status/'):
+        # /status/CODE/SECONDS: answer CODE after sleeping SECONDS
+        _, _, code, delay = path.split('/')
+        time.sleep(float(delay))
+        status = code + ' Whatever'
     if path == '/pid':
         body = str(os.getpid()).encode()
     else:
         body = b'hello ' + path.encode()
-    start_response('200 OK', [('Content-Type', 'text/plain'), ('Content-Length', str(len(body)))])
+    start_response(status, [('Content-Type', 'text/plain'), ('Content-Length', str(len(body)))])
     return [body]
 '''
 
