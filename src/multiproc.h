@@ -1,0 +1,90 @@
+// prometheus_client's multi-process mode, read from the master: every *.db
+// file of PROMETHEUS_MULTIPROC_DIR is parsed (both on-disk layouts: a double
+// per entry as in 0.16, and a double plus a timestamp from 0.18 on) and
+// merged as prometheus_client's MultiProcessCollector merges them.
+//
+// Nothing here trusts the files: a file that is not regular, too large,
+// truncated, corrupt or not from prometheus_client is skipped (and reported)
+// and everything else is still served.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <prometheus/metric_family.h>
+
+namespace uwsgi_prometheus {
+
+struct DbEntry {
+  std::string_view key;  // JSON, points into the parsed buffer
+  double value = 0;
+  double timestamp = 0;  // 0 in the old layout
+};
+
+enum class DbLayout { kValueOnly, kValueAndTimestamp };
+
+// Parses one file's bytes. Returns false with a reason when the bytes are not
+// a prometheus_client file. A file still being written (an entry beyond the
+// bytes read) yields the complete entries before it.
+bool ParseDbFile(std::string_view data, std::vector<DbEntry>* entries, DbLayout* layout,
+                 std::string* error);
+
+// A key: ["metric_name", "sample_name", {"label": "value", ...}, "help"].
+struct DbKey {
+  std::string metric;
+  std::string sample;
+  std::vector<std::pair<std::string, std::string>> labels;  // sorted by name
+  std::string help;
+};
+
+// Parses a key; strings are JSON-unescaped and checked to be valid UTF-8.
+bool ParseDbKey(std::string_view json, DbKey* key, std::string* error);
+
+struct MultiprocStats {
+  uint64_t files_read = 0;
+  uint64_t files_skipped = 0;
+};
+
+class MultiprocCollector {
+ public:
+  explicit MultiprocCollector(std::string dir, size_t max_file_bytes = 64u << 20)
+      : dir_(std::move(dir)), max_file_bytes_(max_file_bytes) {}
+
+  // Reads the directory and appends merged families (unsorted). `skipped` is
+  // called once per skipped file with its name and the reason.
+  void Collect(std::vector<prometheus::MetricFamily>* out,
+               const std::function<void(const std::string& file, const std::string& why)>& skipped);
+
+  const MultiprocStats& stats() const { return stats_; }
+  const std::string& dir() const { return dir_; }
+
+  // Deletes gauge_live*_<pid>.db, as prometheus_client's mark_process_dead.
+  static void MarkProcessDead(const std::string& dir, long pid);
+  // Deletes every *.db regular file of `dir` (at master start).
+  static bool Clear(const std::string& dir, std::string* error);
+
+ private:
+  std::string dir_;
+  size_t max_file_bytes_;
+  MultiprocStats stats_;
+  std::string buffer_;
+};
+
+// Merges parsed files: exposed for tests and the fuzzer.
+struct DbFile {
+  std::string type;  // counter, gauge, histogram, summary
+  std::string mode;  // gauge mode (all, liveall, livesum, max, min, sum, mostrecent, ...)
+  std::string pid;   // process id part of the name
+  std::vector<std::pair<DbKey, DbEntry>> entries;
+};
+
+// Splits "gauge_livesum_123.db" / "counter_123.db"; false if not such a name.
+bool ParseDbFileName(std::string_view name, DbFile* file);
+
+void MergeDbFiles(const std::vector<DbFile>& files, std::vector<prometheus::MetricFamily>* out);
+
+}  // namespace uwsgi_prometheus

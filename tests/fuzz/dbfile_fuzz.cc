@@ -1,0 +1,35 @@
+// libFuzzer target for the multi-process file reader: the bytes of one file,
+// parsed in both layouts, every key parsed, and the result merged.
+//   cmake -DUWSGI_PROMETHEUS_FUZZ=ON -DCMAKE_CXX_COMPILER=clang++ ... ; build/tests/dbfile_fuzz -max_total_time=60
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+#include "multiproc.h"
+#include "render.h"
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  using namespace uwsgi_prometheus;
+  std::string copy(reinterpret_cast<const char*>(data), size);  // exact-size heap buffer
+  std::vector<DbEntry> entries;
+  DbLayout layout;
+  std::string error;
+  DbFile file;
+  file.type = size % 4 == 0 ? "counter" : size % 4 == 1 ? "gauge" : size % 4 == 2 ? "histogram" : "summary";
+  file.mode = "mostrecent";
+  file.pid = "1";
+  if (ParseDbFile(copy, &entries, &layout, &error)) {
+    for (const auto& e : entries) {
+      DbKey key;
+      if (ParseDbKey(e.key, &key, &error)) file.entries.emplace_back(std::move(key), e);
+    }
+  }
+  // Keys alone, too: the fuzzer finds JSON edge cases faster this way.
+  DbKey key;
+  if (ParseDbKey(std::string_view(copy), &key, &error)) file.entries.emplace_back(key, DbEntry{});
+  std::vector<prometheus::MetricFamily> families;
+  MergeDbFiles({file}, &families);
+  RenderText(families);
+  return 0;
+}

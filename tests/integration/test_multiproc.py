@@ -1,0 +1,229 @@
+"""The multi-process merge against prometheus_client itself: real .db files
+written by the library from several processes (some marked dead), merged by
+the plugin's reader and by MultiProcessCollector, compared sample for sample
+after parsing both with prometheus_client's parser. Also the newer on-disk
+layout (value + timestamp), and hostile directory contents."""
+import json
+import os
+import shutil
+import struct
+import subprocess
+import tempfile
+import unittest
+
+from harness import HERE
+
+# The library must be Debian's (python3-prometheus-client), whatever runs the tests.
+SYSTEM_PYTHON = '/usr/bin/python3' if os.path.exists('/usr/bin/python3') else 'python3'
+DUMP = os.environ.get('MULTIPROC_DUMP', os.path.join(HERE, '..', '..', 'build', 'tests', 'multiproc_dump'))
+
+WRITER = r'''
+import os, sys
+os.environ['PROMETHEUS_MULTIPROC_DIR'] = sys.argv[1]
+from prometheus_client import Counter, Gauge, Histogram, Summary
+i = int(sys.argv[2])
+c = Counter('jobs', 'Jobs done.', ['kind'])
+c.labels('a').inc(i + 1)
+c.labels('b"q\\\\').inc(0.5)
+Counter('plain', 'No labels.').inc(i)
+Counter('unicode_total', 'H\u00e9lp with \\ backslash\nnewline.', ['v']).labels('caf\u00e9 \u2603').inc(2)
+for mode in ('all', 'liveall', 'livesum', 'sum', 'max', 'min'):
+    g = Gauge('g_' + mode, 'Gauge ' + mode, ['x'], multiprocess_mode=mode)
+    g.labels('1').set(i * 10 + 1)
+    g.labels('2').set(-i)
+h = Histogram('latency_seconds', 'Latency.', ['route'], buckets=(0.01, 0.1, 1, 10))
+for v in (0.005, 0.05, 0.5, 5, 50)[: i + 2]:
+    h.labels('/x').observe(v)
+h.labels('/y').observe(i * 0.3)
+s = Summary('sizes', 'Sizes.')
+s.observe(i * 100 + 1)
+'''
+
+READER = r'''
+import os, sys, json
+os.environ['PROMETHEUS_MULTIPROC_DIR'] = sys.argv[1]
+from prometheus_client import CollectorRegistry, generate_latest, multiprocess
+from prometheus_client.parser import text_string_to_metric_families
+def parse(text):
+    out = []
+    for fam in text_string_to_metric_families(text):
+        for s in fam.samples:
+            labels = {k: (repr(float(v)) if k in ('le', 'quantile') else v) for k, v in s.labels.items()}
+            out.append([fam.name, fam.type, fam.documentation, s.name, sorted(labels.items()), s.value])
+    return sorted(out)
+if sys.argv[2] == 'library':
+    reg = CollectorRegistry()
+    multiprocess.MultiProcessCollector(reg)
+    text = generate_latest(reg).decode()
+else:
+    text = sys.stdin.read()
+print(json.dumps(parse(text)))
+'''
+
+MARK_DEAD = r'''
+import os, sys
+from prometheus_client import multiprocess
+multiprocess.mark_process_dead(sys.argv[2], sys.argv[1])
+'''
+
+
+def run_py(code, *args, stdin=None):
+    res = subprocess.run([SYSTEM_PYTHON, '-c', code] + list(args), input=stdin,
+                         capture_output=True, text=True, timeout=60)
+    if res.returncode != 0:
+        raise AssertionError(res.stderr)
+    return res.stdout
+
+
+def dump(directory):
+    res = subprocess.run([DUMP, directory], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    return res.stdout, res.stderr
+
+
+def library_available():
+    return subprocess.run([SYSTEM_PYTHON, '-c', 'import prometheus_client'],
+                          capture_output=True).returncode == 0
+
+
+def write_new_layout(old_path, new_path, timestamp_of, value_of=lambda v: v,
+                     key_of=lambda k: k):
+    """Rewrites a 0.16 file in the layout of 0.18+ (a timestamp after each value)."""
+    with open(old_path, 'rb') as f:
+        data = f.read()
+    used = struct.unpack_from('<i', data, 0)[0]
+    pos, out = 8, bytearray(8)
+    while pos < used:
+        n = struct.unpack_from('<i', data, pos)[0]
+        key = data[pos + 4:pos + 4 + n]
+        pad = 8 - (n + 4) % 8
+        value = struct.unpack_from('<d', data, pos + 4 + n + pad)[0]
+        pos += 4 + n + pad + 8
+        new_key = key_of(key)
+        new_pad = 8 - (len(new_key) + 4) % 8
+        out += (struct.pack('<i', len(new_key)) + new_key + b' ' * new_pad +
+                struct.pack('<dd', value_of(value), timestamp_of(key)))
+    struct.pack_into('<i', out, 0, len(out))
+    with open(new_path, 'wb') as f:
+        f.write(bytes(out) + b'\0' * 4096)
+
+
+@unittest.skipUnless(library_available(), 'python3-prometheus-client is not installed')
+class MergeLikePrometheusClient(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.dir = tempfile.mkdtemp(prefix='multiproc-')
+        cls.pids = []
+        for i in range(4):
+            # each writer is its own process: its pid names its files
+            p = subprocess.Popen([SYSTEM_PYTHON, '-c', WRITER, cls.dir, str(i)])
+            p.wait(60)
+            cls.pids.append(p.pid)
+        run_py(MARK_DEAD, cls.dir, str(cls.pids[1]))  # one process died
+
+    @classmethod
+    def tearDownClass(cls):
+        shutil.rmtree(cls.dir, ignore_errors=True)
+
+    def compare(self, directory):
+        expected = json.loads(run_py(READER, directory, 'library'))
+        text, skipped = dump(directory)
+        ours = json.loads(run_py(READER, directory, 'stdin', stdin=text))
+        self.assertEqual(skipped, '')
+        self.assertGreater(len(expected), 30)
+        self.assertEqual(ours, expected)
+        return text
+
+    def test_same_samples_as_multiprocess_collector(self):
+        text = self.compare(self.dir)
+        self.assertNotIn('pid="%d"' % self.pids[1], text.split('g_liveall')[1].split('# HELP')[0])
+
+    def test_newer_layout_with_timestamps(self):
+        new_dir = tempfile.mkdtemp(prefix='multiproc-new-')
+        try:
+            for name in os.listdir(self.dir):
+                write_new_layout(os.path.join(self.dir, name), os.path.join(new_dir, name),
+                                 lambda key: 1795000000.0)
+            # same values, so the 0.16 library's merge of the old files is the reference
+            expected = json.loads(run_py(READER, self.dir, 'library'))
+            text, skipped = dump(new_dir)
+            self.assertEqual(skipped, '')
+            self.assertEqual(json.loads(run_py(READER, new_dir, 'stdin', stdin=text)), expected)
+            # mostrecent: the value with the newest timestamp wins, across processes
+            src = os.path.join(self.dir, 'gauge_max_%d.db' % self.pids[0])
+            stamps = (1795000009.0, 1795000050.0, 1795000008.0)  # the second file is newest
+            for i, pid in enumerate((7001, 7002, 7003)):
+                write_new_layout(src, os.path.join(new_dir, 'gauge_mostrecent_%d.db' % pid),
+                                 lambda key, i=i: stamps[i], lambda v, i=i: (i + 1) * 100.0,
+                                 lambda k: k.replace(b'"g_max"', b'"g_recent"'))
+            text, _ = dump(new_dir)
+            self.assertIn('# TYPE g_recent gauge\ng_recent{x="1"} 200\ng_recent{x="2"} 200\n', text)
+        finally:
+            shutil.rmtree(new_dir, ignore_errors=True)
+
+
+class HostileDirectory(unittest.TestCase):
+    def setUp(self):
+        self.dir = tempfile.mkdtemp(prefix='multiproc-bad-')
+        self.good = self.entry_file('counter_1.db', [('["c", "c_total", {"a": "b"}, "Help."]', 3.0)])
+
+    def tearDown(self):
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def entry_file(self, name, entries, used=None, tail=b'\0' * 64):
+        out = bytearray(8)
+        for key, value in entries:
+            k = key.encode() if isinstance(key, str) else key
+            pad = 8 - (len(k) + 4) % 8
+            out += struct.pack('<i', len(k)) + k + b' ' * pad + struct.pack('<d', value)
+        struct.pack_into('<i', out, 0, used if used is not None else len(out))
+        path = os.path.join(self.dir, name)
+        with open(path, 'wb') as f:
+            f.write(bytes(out) + tail)
+        return path
+
+    def served(self):
+        text, skipped = dump(self.dir)
+        self.assertIn('c_total{a="b"} 3', text)  # the good file always served
+        return text, skipped
+
+    def test_truncated_and_growing_files(self):
+        full = self.entry_file('counter_2.db', [('["d", "d_total", {}, "D."]', 1.0),
+                                                ('["d", "d_total", {"x": "y"}, "D."]', 2.0)])
+        with open(full, 'rb') as f:
+            data = f.read()
+        with open(full, 'wb') as f:  # `used` says more than is there: still being written
+            f.write(data[:8 + 40])
+        text, skipped = self.served()
+        self.assertIn('d_total 1', text)
+        self.assertNotIn('x="y"', text)
+
+    def test_corrupt_and_foreign_files(self):
+        with open(os.path.join(self.dir, 'counter_3.db'), 'wb') as f:
+            f.write(os.urandom(4096))
+        with open(os.path.join(self.dir, 'gauge_all_4.db'), 'wb') as f:
+            f.write(b'\xff\xff\xff\x7f' + b'\0' * 100)  # used far beyond the file
+        with open(os.path.join(self.dir, 'notes.db'), 'w') as f:
+            f.write('not a metrics file')
+        self.entry_file('counter_5.db', [('["bad name", "x", {}, ""]', 1.0),
+                                         ('not json at all', 1.0),
+                                         (b'["u", "u_total", {"v": "\xff\xfe"}, "U."]', 4.0),
+                                         ('["u", "u_total", {"v": "\\ud800"}, "U."]', 5.0)])
+        text, skipped = self.served()
+        self.assertIn('notes.db', skipped)
+        self.assertIn('counter_5.db', skipped)
+        self.assertIn('u_total{v="\ufffd\ufffd"} 4', text)
+
+    def test_fifo_symlink_directory_and_huge_file(self):
+        os.mkfifo(os.path.join(self.dir, 'counter_6.db'))
+        os.symlink(self.good, os.path.join(self.dir, 'counter_7.db'))
+        os.mkdir(os.path.join(self.dir, 'counter_8.db'))
+        with open(os.path.join(self.dir, 'counter_9.db'), 'wb') as f:
+            f.truncate(200 << 20)  # sparse, 200 MiB
+        text, skipped = self.served()
+        for name in ('counter_6.db', 'counter_7.db', 'counter_8.db', 'counter_9.db'):
+            self.assertIn(name, skipped)
+
+
+if __name__ == '__main__':
+    unittest.main()

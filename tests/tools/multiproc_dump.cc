@@ -1,0 +1,23 @@
+// Prints the merged exposition of a prometheus_client multi-process
+// directory, as the plugin would serve it; skipped files go to stderr.
+//   multiproc_dump DIR
+#include <cstdio>
+
+#include "model.h"
+#include "multiproc.h"
+#include "render.h"
+
+int main(int argc, char** argv) {
+  if (argc != 2) {
+    std::fprintf(stderr, "usage: %s DIR\n", argv[0]);
+    return 2;
+  }
+  uwsgi_prometheus::MultiprocCollector collector(argv[1]);
+  std::vector<prometheus::MetricFamily> families;
+  collector.Collect(&families, [](const std::string& file, const std::string& why) {
+    std::fprintf(stderr, "skipped %s: %s\n", file.c_str(), why.c_str());
+  });
+  uwsgi_prometheus::Normalize(&families);
+  std::fputs(uwsgi_prometheus::RenderText(families).c_str(), stdout);
+  return 0;
+}
