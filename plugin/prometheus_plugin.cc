@@ -2,6 +2,7 @@
 // its own thread in the master; see README.md for what each option does.
 #include <dlfcn.h>
 #include <pthread.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -9,10 +10,12 @@
 #include <cstring>
 #include <ctime>
 #include <memory>
+#include <set>
 #include <string>
 
 #include "exporter.h"
 #include "http.h"
+#include "multiproc.h"
 #include "request_stats.h"
 #include "uwsgi_glue.h"
 #include "uwsgi_source.h"
@@ -35,6 +38,7 @@ struct Config {
   char* buckets = nullptr;
   int per_app = 0;
   int per_worker = 0;
+  char* multiproc_dir = nullptr;
 } config;
 
 // Runtime state, owned by the master. Heap objects are intentionally not
@@ -46,6 +50,8 @@ struct State {
   Exporter* exporter = nullptr;
   RequestStats* requests = nullptr;  // shared with workers, written after each request
   std::vector<double> buckets;
+  MultiprocCollector* multiproc = nullptr;
+  std::vector<long> worker_pids;  // last seen, to notice workers that died
   HttpServerOptions server_options;
   pid_t server_pid = 0;  // the process the server thread runs in
   std::atomic<int64_t> last_cycle_ns{0};  // master loop heartbeat (CLOCK_MONOTONIC)
@@ -193,6 +199,73 @@ void SetUpRequestStats() {
   });
 }
 
+// prometheus_client's multi-process mode: workers write .db files into the
+// directory, the endpoint merges them into the same scrape.
+void SetUpMultiproc() {
+  if (!config.multiproc_dir) return;
+  std::string dir = config.multiproc_dir;
+  while (dir.size() > 1 && dir.back() == '/') dir.pop_back();
+  const std::string option = "--prometheus-multiproc-dir '" + dir + "': ";
+  if (dir.empty()) Fatal(option + "empty path");
+  struct stat st;
+  if (stat(dir.c_str(), &st) != 0) {
+    if (errno != ENOENT || mkdir(dir.c_str(), 0755) != 0) {
+      Fatal(option + "cannot create the directory: " + strerror(errno));
+    }
+  } else if (!S_ISDIR(st.st_mode)) {
+    Fatal(option + "exists and is not a directory");
+  }
+  if (access(dir.c_str(), R_OK | W_OK | X_OK) != 0) {
+    Fatal(option + "not readable and writable: " + strerror(errno));
+  }
+  // Values of a previous master are stale: start empty (workers that respawn
+  // later keep their files, as they must for counters).
+  std::string error;
+  if (!MultiprocCollector::Clear(dir, &error)) Fatal(option + error);
+  const char* env = getenv("PROMETHEUS_MULTIPROC_DIR");
+  if (!env) {
+    setenv("PROMETHEUS_MULTIPROC_DIR", dir.c_str(), 1);
+  } else if (dir != env) {
+    Log(option + "PROMETHEUS_MULTIPROC_DIR is already set to '" + env +
+        "', which the application will write to; the plugin reads '" + dir + "'");
+  }
+  state.multiproc = new MultiprocCollector(dir);
+  auto skipped_total = std::make_shared<uint64_t>(0);
+  auto reported = std::make_shared<std::set<std::string>>();
+  state.exporter->AddProvider([skipped_total, reported](const Snapshot&, bool,
+                                                        std::vector<prometheus::MetricFamily>* out) {
+    state.multiproc->Collect(out, [&](const std::string& file, const std::string& why) {
+      ++*skipped_total;
+      if (reported->size() < 1000 && reported->insert(file + why).second) {
+        Log("multiproc: skipped " + file + ": " + why);
+      }
+    });
+    prometheus::MetricFamily skipped{
+        "uwsgi_prometheus_multiproc_skipped_files_total",
+        "Multi-process .db files skipped by scrapes because they could not be read (see the log).",
+        prometheus::MetricType::Counter, {}};
+    prometheus::ClientMetric m;
+    m.counter.value = static_cast<double>(*skipped_total);
+    skipped.metric.push_back(m);
+    out->push_back(std::move(skipped));
+  });
+}
+
+// Workers that died since the last look: remove their live-gauge files, as
+// prometheus_client's mark_process_dead does.
+void MarkDeadWorkers() {
+  if (!state.multiproc || !uwsgi.workers) return;
+  state.worker_pids.resize(static_cast<size_t>(uwsgi.numproc));
+  for (int i = 0; i < uwsgi.numproc; ++i) {
+    const long pid = uwsgi.workers[i + 1].pid;
+    long& known = state.worker_pids[static_cast<size_t>(i)];
+    if (known > 0 && known != pid) {
+      MultiprocCollector::MarkProcessDead(state.multiproc->dir(), known);
+    }
+    known = pid;
+  }
+}
+
 bool StartServer(std::string* error) {
   auto server = std::make_unique<HttpServer>();
   if (!server->Listen(state.server_options, error)) return false;
@@ -226,6 +299,7 @@ void PreinitApps() noexcept {
     state.exporter = new Exporter(state.source, options, Healthy);
     state.exporter->log = Log;
     SetUpRequestStats();
+    SetUpMultiproc();
     if (!state.atfork_registered) {
       pthread_atfork(nullptr, nullptr, AfterForkInChild);
       state.atfork_registered = true;
@@ -246,6 +320,7 @@ void PreinitApps() noexcept {
 // that started it (daemonize2), where the thread does not exist.
 void MasterCycle() noexcept {
   state.last_cycle_ns.store(MonotonicNs(), std::memory_order_relaxed);
+  MarkDeadWorkers();
   if (!state.exporter || state.server_pid == getpid()) return;
   static int64_t last_try_ns = 0;
   const int64_t now = MonotonicNs();
@@ -295,6 +370,10 @@ struct uwsgi_option options[] = {
     {const_cast<char*>("prometheus-per-worker"), no_argument, 0,
      const_cast<char*>("label request metrics with worker_id instead of summing workers"),
      uwsgi_opt_true, &config.per_worker, 0},
+    {const_cast<char*>("prometheus-multiproc-dir"), required_argument, 0,
+     const_cast<char*>("merge prometheus_client multi-process metrics from this directory into "
+                       "the scrape (sets PROMETHEUS_MULTIPROC_DIR for the workers)"),
+     uwsgi_opt_set_str, &config.multiproc_dir, 0},
     {nullptr, 0, 0, nullptr, nullptr, nullptr, 0},
 };
 

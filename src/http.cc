@@ -1,12 +1,22 @@
+// The metrics endpoint's HTTP server. One thread runs a level-triggered
+// epoll loop over the listening socket, an eventfd (Stop) and at most
+// max_connections client sockets. Each connection is a small state machine:
+//
+//   accept -> kReading --head complete--> kWriting --sent, keep-alive--> kIdle
+//                ^                           |                            |
+//                +---------------------------|----- next request's byte --+
+//                                            +--sent, close--> kLinger --> closed
+//
+// Deadlines (CLOCK_MONOTONIC): request_timeout_ms covers kReading+kWriting,
+// idle_timeout_ms covers kIdle. The loop scans its connections once per
+// iteration (max_connections is small) and sleeps until the nearest deadline.
 #include "http.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <netdb.h>
 #include <netinet/in.h>
-#include <netinet/tcp.h>
-#include <pthread.h>
+#include <signal.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
@@ -17,69 +27,71 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <charconv>
 #include <cstring>
-#include <memory>
 #include <string_view>
+#include <utility>
 
 namespace uwsgi_prometheus {
-
 namespace {
 
-constexpr uint64_t kListenTag = ~0ULL;
-constexpr uint64_t kWakeTag = ~0ULL - 1;
+static_assert(std::atomic<int>::is_always_lock_free && std::atomic<bool>::is_always_lock_free,
+              "CloseFdsAfterFork must be async-signal-safe");
 
-uint64_t Tag(size_t slot, uint32_t generation) {
-  return static_cast<uint64_t>(generation) << 32 | slot;
-}
+constexpr uint64_t kListenTag = ~uint64_t{0};
+constexpr uint64_t kWakeTag = kListenTag - 1;
+constexpr int64_t kMs = 1000000;                // ns per ms
+constexpr int64_t kAcceptPauseNs = 100 * kMs;   // after EMFILE with nothing to evict
+constexpr int64_t kLingerNs = 1000 * kMs;       // drain time after a "close" response
+constexpr size_t kLingerMaxBytes = 256 * 1024;  // ... and at most this much input
+constexpr size_t kKeepBufferBytes = 1 << 20;    // bigger per-connection buffers are freed
+constexpr const char* kTextPlain = "text/plain; charset=utf-8";
 
-int64_t NowMs() {
-  struct timespec ts;
+int64_t NowNs() {
+  timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
-  return static_cast<int64_t>(ts.tv_sec) * 1000 + ts.tv_nsec / 1000000;
+  return int64_t{ts.tv_sec} * 1000000000 + ts.tv_nsec;
 }
 
-bool ParsePort(const std::string& text, uint16_t* port, std::string* error) {
-  if (text.empty()) {
-    *error = "missing port";
-    return false;
-  }
-  if (text.size() > 5 || text.find_first_not_of("0123456789") != std::string::npos) {
-    *error = "port '" + text + "' is not a number";
-    return false;
-  }
-  unsigned long v = std::stoul(text);
-  if (v > 65535) {
-    *error = "port " + text + " is out of range (1-65535)";
-    return false;
-  }
-  *port = static_cast<uint16_t>(v);
-  return true;
+std::string ErrnoText(int err) {
+  char buf[128];
+  std::string text = strerror_r(err, buf, sizeof buf);  // GNU variant
+  if (!text.empty() && text[0] >= 'A' && text[0] <= 'Z') text[0] = static_cast<char>(text[0] + 32);
+  return text;
 }
 
-const char* Reason(int status) {
-  switch (status) {
-    case 200: return "OK";
-    case 400: return "Bad Request";
-    case 404: return "Not Found";
-    case 405: return "Method Not Allowed";
-    case 408: return "Request Timeout";
-    case 413: return "Payload Too Large";
-    case 431: return "Request Header Fields Too Large";
-    case 500: return "Internal Server Error";
-    case 503: return "Service Unavailable";
-    default: return "Unknown";
-  }
+void CloseSlot(std::atomic<int>& slot) noexcept {
+  const int fd = slot.exchange(-1, std::memory_order_relaxed);
+  if (fd >= 0) close(fd);
+}
+
+bool Fail(std::string* error, std::string message) {
+  *error = std::move(message);
+  return false;
+}
+
+bool IsTokenChar(char c) {
+  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+         (c != '\0' && std::strchr("!#$%&'*+-.^_`|~", c) != nullptr);
+}
+
+bool IsToken(std::string_view s) {
+  return !s.empty() && std::all_of(s.begin(), s.end(), IsTokenChar);
+}
+
+// A header value we can send or accept: no control characters but HT.
+bool IsFieldValue(std::string_view s) {
+  return std::none_of(s.begin(), s.end(), [](char c) {
+    const auto u = static_cast<unsigned char>(c);
+    return (u < 0x20 && c != '\t') || u == 0x7f;
+  });
 }
 
 bool IEquals(std::string_view a, std::string_view b) {
-  if (a.size() != b.size()) return false;
-  for (size_t i = 0; i < a.size(); ++i) {
-    char x = a[i], y = b[i];
-    if (x >= 'A' && x <= 'Z') x = static_cast<char>(x - 'A' + 'a');
-    if (y >= 'A' && y <= 'Z') y = static_cast<char>(y - 'A' + 'a');
-    if (x != y) return false;
-  }
-  return true;
+  return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
+           auto lower = [](char c) { return c >= 'A' && c <= 'Z' ? static_cast<char>(c + 32) : c; };
+           return lower(x) == lower(y);
+         });
 }
 
 std::string_view Trim(std::string_view s) {
@@ -88,643 +100,857 @@ std::string_view Trim(std::string_view s) {
   return s;
 }
 
-bool IsTokenChar(char c) {
-  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-         std::strchr("!#$%&'*+-.^_`|~", c) != nullptr;
+// Calls fn(token) for each comma-separated, trimmed element of a list header.
+template <typename Fn>
+void ForEachToken(std::string_view list, Fn fn) {
+  while (!list.empty()) {
+    const size_t comma = list.find(',');
+    fn(Trim(list.substr(0, comma)));
+    list = comma == std::string_view::npos ? std::string_view() : list.substr(comma + 1);
+  }
 }
 
-// Outcome of parsing the bytes received so far.
-enum class Parse { kIncomplete, kOk, kBad, kMethod, kTooLarge, kBody };
+void AppendInt(std::string* out, uint64_t value) {
+  char buf[24];
+  *out += std::string_view(buf, std::to_chars(buf, buf + sizeof buf, value).ptr - buf);
+}
 
-struct ParsedRequest {
-  HttpRequest request;
-  bool keep_alive = true;
-  size_t consumed = 0;
-};
-
-Parse ParseRequest(std::string_view buf, size_t max_bytes, ParsedRequest* out) {
-  // Find the end of the header block (CRLFCRLF or LFLF).
-  size_t end = std::string_view::npos, end_len = 0;
-  for (size_t i = 0; i < buf.size(); ++i) {
-    if (buf[i] != '\n') continue;
-    if (i + 1 < buf.size() && buf[i + 1] == '\n') {
-      end = i + 1;
-      end_len = 1;
-      break;
-    }
-    if (i + 2 < buf.size() && buf[i + 1] == '\r' && buf[i + 2] == '\n') {
-      end = i + 1;
-      end_len = 2;
-      break;
-    }
+const char* Reason(int status) {
+  static constexpr std::pair<int, const char*> kReasons[] = {
+      {200, "OK"},
+      {400, "Bad Request"},
+      {404, "Not Found"},
+      {405, "Method Not Allowed"},
+      {406, "Not Acceptable"},
+      {413, "Content Too Large"},
+      {431, "Request Header Fields Too Large"},
+      {500, "Internal Server Error"},
+      {503, "Service Unavailable"}};
+  for (const auto& [code, text] : kReasons) {
+    if (code == status) return text;
   }
-  if (end == std::string_view::npos) {
-    // Reject obvious garbage early instead of waiting for the deadline.
-    for (size_t i = 0; i < buf.size() && buf[i] != ' '; ++i) {
-      if (!IsTokenChar(buf[i]) && !(buf[i] == '\r' || buf[i] == '\n')) return Parse::kBad;
-    }
-    return buf.size() >= max_bytes ? Parse::kTooLarge : Parse::kIncomplete;
-  }
-  if (end + end_len > max_bytes) return Parse::kTooLarge;
-  out->consumed = end + end_len;
-  std::string_view head = buf.substr(0, end);
+  return status < 400 ? "OK" : status < 500 ? "Client Error" : "Server Error";
+}
 
+// accept4() errors that concern only the connection being accepted.
+bool IsConnectionError(int err) {
+  for (int e : {EINTR, ECONNABORTED, EPROTO, ENETDOWN, ENOPROTOOPT, EHOSTDOWN, ENONET, EHOSTUNREACH,
+                EOPNOTSUPP, ENETUNREACH}) {
+    if (err == e) return true;
+  }
+  return false;
+}
+
+// Length of the request head (through its empty line) at the start of `in`,
+// or 0 when incomplete. Accepts CRLF and bare LF. *scanned lets repeated
+// calls on a growing buffer resume instead of rescanning.
+size_t FindHeadEnd(const std::string& in, size_t* scanned) {
+  for (size_t i = *scanned; i < in.size(); ++i) {
+    if (in[i] != '\n') continue;
+    if (i + 1 < in.size() && in[i + 1] == '\n') return i + 2;
+    if (i + 2 < in.size() && in[i + 1] == '\r' && in[i + 2] == '\n') return i + 3;
+  }
+  *scanned = in.size() > 2 ? in.size() - 2 : 0;
+  return 0;
+}
+
+// Parses a complete head (picohttpparser style: bounds-checked views into the
+// caller's buffer). Returns 200 and fills *req and *keep_alive, or the status
+// to answer: 400 malformed, 405 method, 413 request has a body.
+int ParseHead(std::string_view head, HttpRequest* req, bool* keep_alive) {
   size_t eol = head.find('\n');
-  std::string_view line = head.substr(0, eol);
-  if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
-  size_t sp1 = line.find(' ');
-  size_t sp2 = sp1 == std::string_view::npos ? sp1 : line.find(' ', sp1 + 1);
-  if (sp1 == 0 || sp2 == std::string_view::npos || line.find(' ', sp2 + 1) != std::string_view::npos) {
-    return Parse::kBad;
+  auto line_at = [&head](size_t from, size_t to) {
+    std::string_view line = head.substr(from, to - from);
+    if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
+    return line;
+  };
+  const std::string_view line = line_at(0, eol);
+  const size_t sp1 = line.find(' ');
+  const size_t sp2 = sp1 == std::string_view::npos ? sp1 : line.find(' ', sp1 + 1);
+  if (sp2 == std::string_view::npos) return 400;
+  const std::string_view method = line.substr(0, sp1);
+  const std::string_view target = line.substr(sp1 + 1, sp2 - sp1 - 1);
+  const std::string_view version = line.substr(sp2 + 1);
+  if (!IsToken(method) || target.empty() || std::any_of(target.begin(), target.end(), [](char c) {
+        return static_cast<unsigned char>(c) <= 0x20 || c == 0x7f;
+      })) {
+    return 400;
   }
-  std::string_view method = line.substr(0, sp1);
-  std::string_view target = line.substr(sp1 + 1, sp2 - sp1 - 1);
-  std::string_view version = line.substr(sp2 + 1);
-  for (char c : method) {
-    if (!IsTokenChar(c)) return Parse::kBad;
-  }
-  if (target.empty() || target[0] != '/') return Parse::kBad;
-  for (char c : target) {
-    if (static_cast<unsigned char>(c) <= 0x20 || c == 0x7f) return Parse::kBad;
-  }
-  bool http10;
-  if (version == "HTTP/1.1") {
-    http10 = false;
-  } else if (version == "HTTP/1.0") {
-    http10 = true;
-  } else {
-    return Parse::kBad;
-  }
+  const bool http11 = version == "HTTP/1.1";
+  if (!http11 && version != "HTTP/1.0") return 400;
+  if (method != "GET" && method != "HEAD") return 405;
 
-  HttpRequest& r = out->request;
-  r.method.assign(method);
-  size_t q = target.find('?');
-  r.path.assign(target.substr(0, q));
-  r.query.assign(q == std::string_view::npos ? std::string_view() : target.substr(q + 1));
-  r.accept.clear();
-  r.accept_encoding.clear();
-  bool keep_alive = !http10;
-  bool has_body = false;
-
-  std::string_view rest = eol == std::string_view::npos ? std::string_view() : head.substr(eol + 1);
-  while (!rest.empty()) {
-    size_t nl = rest.find('\n');
-    std::string_view h = rest.substr(0, nl);
-    rest = nl == std::string_view::npos ? std::string_view() : rest.substr(nl + 1);
-    if (!h.empty() && h.back() == '\r') h.remove_suffix(1);
-    if (h.empty()) continue;
-    size_t colon = h.find(':');
-    if (colon == 0 || colon == std::string_view::npos) return Parse::kBad;
-    std::string_view name = h.substr(0, colon);
-    for (char c : name) {
-      if (!IsTokenChar(c)) return Parse::kBad;
-    }
-    std::string_view value = Trim(h.substr(colon + 1));
-    if (IEquals(name, "Accept")) {
-      r.accept.assign(value);
-    } else if (IEquals(name, "Accept-Encoding")) {
-      r.accept_encoding.assign(value);
+  req->method.assign(method);
+  const size_t q = target.find('?');
+  req->path.assign(target.substr(0, q));
+  req->query.assign(q == std::string_view::npos ? std::string_view() : target.substr(q + 1));
+  req->accept.clear();
+  req->accept_encoding.clear();
+  bool saw_close = false, saw_keep_alive = false, has_body = false;
+  while (eol != std::string_view::npos && eol + 1 < head.size()) {
+    const size_t start = eol + 1;
+    eol = head.find('\n', start);
+    const std::string_view field = line_at(start, eol);
+    if (field.empty()) break;  // the head's final empty line
+    const size_t colon = field.find(':');
+    // No whitespace before ':' and no obsolete line folding (RFC 9112 5.1).
+    if (colon == std::string_view::npos || !IsToken(field.substr(0, colon))) return 400;
+    const std::string_view name = field.substr(0, colon);
+    const std::string_view value = Trim(field.substr(colon + 1));
+    if (!IsFieldValue(value)) return 400;
+    std::string* list = IEquals(name, "Accept")            ? &req->accept
+                        : IEquals(name, "Accept-Encoding") ? &req->accept_encoding
+                                                           : nullptr;
+    if (list) {
+      if (!list->empty()) *list += ", ";
+      list->append(value);
     } else if (IEquals(name, "Connection")) {
-      if (IEquals(value, "close")) keep_alive = false;
-      if (IEquals(value, "keep-alive")) keep_alive = true;
+      ForEachToken(value, [&](std::string_view token) {
+        saw_close |= IEquals(token, "close");
+        saw_keep_alive |= IEquals(token, "keep-alive");
+      });
     } else if (IEquals(name, "Content-Length")) {
-      if (value.find_first_not_of('0') != std::string_view::npos) has_body = true;
+      if (value.empty() || value.find_first_not_of("0123456789") != std::string_view::npos) {
+        return 400;
+      }
+      has_body |= value.find_first_not_of('0') != std::string_view::npos;
     } else if (IEquals(name, "Transfer-Encoding")) {
       has_body = true;
     }
   }
-  out->keep_alive = keep_alive;
-  if (method != "GET" && method != "HEAD") return Parse::kMethod;
-  if (has_body) return Parse::kBody;
-  return Parse::kOk;
+  if (has_body) return 413;
+  *keep_alive = http11 ? !saw_close : saw_keep_alive;
+  return 200;
+}
+
+// socket + options + bind + listen; returns the fd, or -1 with errno set.
+int BindAndListen(const sockaddr* addr, socklen_t len, int backlog, bool dual_stack) {
+  const int fd = socket(addr->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) return -1;
+  const int one = 1, zero = 0;
+  if (addr->sa_family != AF_UNIX) setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  if (dual_stack) setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof zero);
+  if (bind(fd, addr, len) == 0 && listen(fd, backlog > 0 ? backlog : SOMAXCONN) == 0) return fd;
+  const int err = errno;
+  close(fd);
+  errno = err;
+  return -1;
+}
+
+int ListenTcp(const ListenAddress& address, int backlog, std::string* error) {
+  int fd = -1;
+  if (address.host.empty()) {
+    // Any address: IPv6 "::" accepting IPv4 too, or 0.0.0.0 without IPv6.
+    sockaddr_in6 any6{};
+    any6.sin6_family = AF_INET6;
+    any6.sin6_addr = in6addr_any;
+    any6.sin6_port = htons(address.port);
+    fd = BindAndListen(reinterpret_cast<sockaddr*>(&any6), sizeof any6, backlog, true);
+    if (fd < 0 && (errno == EAFNOSUPPORT || errno == EADDRNOTAVAIL || errno == EPROTONOSUPPORT)) {
+      sockaddr_in any4{};
+      any4.sin_family = AF_INET;
+      any4.sin_addr.s_addr = htonl(INADDR_ANY);
+      any4.sin_port = htons(address.port);
+      fd = BindAndListen(reinterpret_cast<sockaddr*>(&any4), sizeof any4, backlog, false);
+    }
+  } else {
+    addrinfo hints{};
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_NUMERICSERV;
+    addrinfo* found = nullptr;
+    const int rc =
+        getaddrinfo(address.host.c_str(), std::to_string(address.port).c_str(), &hints, &found);
+    if (rc != 0 || found == nullptr) {
+      *error = address.ToString() + ": cannot resolve '" + address.host +
+               "': " + (rc != 0 ? gai_strerror(rc) : "no address");
+      return -1;
+    }
+    fd = BindAndListen(found->ai_addr, found->ai_addrlen, backlog, false);
+    const int err = errno;
+    freeaddrinfo(found);
+    errno = err;
+  }
+  if (fd < 0) *error = address.ToString() + ": " + ErrnoText(errno);
+  return fd;
+}
+
+int ListenUnix(const ListenAddress& address, int backlog, std::string* error) {
+  const std::string& path = address.path;
+  const std::string name = address.ToString();
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  std::memcpy(addr.sun_path, path.data(), path.size());  // length checked by the parser
+  const socklen_t len = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + path.size() + 1);
+  struct stat st;
+  if (lstat(path.c_str(), &st) == 0) {
+    if (!S_ISSOCK(st.st_mode)) {
+      *error = name + ": file exists and is not a socket; remove it or pick another path";
+      return -1;
+    }
+    // A socket file: replace it only if nobody accepts connections on it.
+    const int probe = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    const int rc = probe < 0 ? -1 : connect(probe, reinterpret_cast<sockaddr*>(&addr), len);
+    const int err = errno;
+    if (probe >= 0) close(probe);
+    if (rc == 0 || err == EAGAIN) {
+      *error = name + ": address already in use (a server is listening on it)";
+      return -1;
+    }
+    if (err != ECONNREFUSED) {
+      *error = name + ": cannot check the existing socket: " + ErrnoText(err);
+      return -1;
+    }
+    if (unlink(path.c_str()) != 0 && errno != ENOENT) {
+      *error = name + ": cannot remove the stale socket: " + ErrnoText(errno);
+      return -1;
+    }
+  }
+  const int fd = BindAndListen(reinterpret_cast<sockaddr*>(&addr), len, backlog, false);
+  if (fd < 0) *error = name + ": " + ErrnoText(errno);
+  return fd;
 }
 
 }  // namespace
 
 std::string ListenAddress::ToString() const {
   if (kind == Kind::kUnix) return "unix:" + path;
-  if (host.find(':') != std::string::npos) return "[" + host + "]:" + std::to_string(port);
-  return host + ":" + std::to_string(port);
+  const bool v6 = host.find(':') != std::string::npos;
+  return (v6 ? "[" + host + "]" : host) + ":" + std::to_string(port);
 }
 
 bool ParseListenAddress(const std::string& text, ListenAddress* out, std::string* error) {
-  *out = ListenAddress{};
-  if (text.empty()) {
-    *error = "empty address";
-    return false;
-  }
-  if (text.rfind("unix:", 0) == 0 || text.find('/') != std::string::npos) {
-    std::string path = text.rfind("unix:", 0) == 0 ? text.substr(5) : text;
-    if (path.empty()) {
-      *error = "empty UNIX socket path";
-      return false;
+  ListenAddress a;
+  if (text.empty()) return Fail(error, "address is empty (e.g. :9117)");
+  const bool unix_prefix = text.compare(0, 5, "unix:") == 0;
+  if (unix_prefix || text.find('/') != std::string::npos) {
+    a.kind = ListenAddress::Kind::kUnix;
+    a.path = unix_prefix ? text.substr(5) : text;
+    if (a.path.empty()) return Fail(error, "UNIX socket path is empty");
+    const size_t max = sizeof(sockaddr_un::sun_path) - 1;
+    if (a.path.size() > max) {
+      return Fail(error, "UNIX socket path is too long (" + std::to_string(a.path.size()) +
+                             " bytes, at most " + std::to_string(max) + ")");
     }
-    if (path.size() >= sizeof(sockaddr_un::sun_path)) {
-      *error = "UNIX socket path longer than " + std::to_string(sizeof(sockaddr_un::sun_path) - 1) +
-               " bytes";
-      return false;
-    }
-    out->kind = ListenAddress::Kind::kUnix;
-    out->path = path;
+    if (a.path.find('\0') != std::string::npos) return Fail(error, "UNIX socket path contains NUL");
+    *out = std::move(a);
     return true;
   }
-  std::string host, port;
+  std::string port;
   if (text[0] == '[') {
-    size_t close = text.find(']');
-    if (close == std::string::npos || close + 1 >= text.size() || text[close + 1] != ':') {
-      *error = "expected [IPv6]:PORT";
-      return false;
+    const size_t close = text.find(']');
+    if (close == std::string::npos) return Fail(error, "missing ']' after the IPv6 address");
+    a.host = text.substr(1, close - 1);
+    in6_addr ignored;
+    if (inet_pton(AF_INET6, a.host.c_str(), &ignored) != 1) {
+      return Fail(error, "'" + a.host + "' is not an IPv6 address");
     }
-    host = text.substr(1, close - 1);
+    if (close + 1 >= text.size() || text[close + 1] != ':') {
+      return Fail(error, "expected ':port' after ']' (e.g. [::1]:9117)");
+    }
     port = text.substr(close + 2);
-    struct in6_addr a6;
-    if (inet_pton(AF_INET6, host.c_str(), &a6) != 1) {
-      *error = "'" + host + "' is not an IPv6 address";
-      return false;
-    }
   } else {
-    size_t colon = text.rfind(':');
+    const size_t colon = text.rfind(':');
     if (colon == std::string::npos) {
-      *error = "expected HOST:PORT, :PORT, [IPv6]:PORT or a UNIX socket path";
-      return false;
+      return Fail(error, "missing ':port' (e.g. :9117, 127.0.0.1:9117 or [::1]:9117)");
     }
-    host = text.substr(0, colon);
+    a.host = text.substr(0, colon);
     port = text.substr(colon + 1);
-    if (host.find(':') != std::string::npos) {
-      *error = "IPv6 addresses go in brackets: [" + host + "]:" + port;
-      return false;
+    if (a.host.find(':') != std::string::npos) {
+      return Fail(error, "IPv6 addresses go in brackets, e.g. [::1]:9117");
     }
+    const bool host_ok = std::all_of(a.host.begin(), a.host.end(), [](char c) {
+      return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+             c == '.' || c == '-' || c == '_';
+    });
+    if (!host_ok) return Fail(error, "'" + a.host + "' is not a host name or IPv4 address");
   }
-  if (!ParsePort(port, &out->port, error)) return false;
-  out->host = host;
+  if (port.empty()) return Fail(error, "port is missing (e.g. :9117)");
+  if (port.find_first_not_of("0123456789") != std::string::npos) {
+    return Fail(error, "port '" + port + "' is not a number");
+  }
+  if (port.size() > 5 || std::stoul(port) > 65535) {
+    return Fail(error, "port " + port + " is out of range (1-65535)");
+  }
+  a.port = static_cast<uint16_t>(std::stoul(port));
+  *out = std::move(a);
   return true;
 }
 
-HttpServer::~HttpServer() { Stop(); }
+// ---------------------------------------------------------------------------
+// The event loop. Every piece of per-connection state lives in this object
+// and only the server thread touches it; a forked child (where that thread
+// does not exist) never does, whatever state the fork caught it in.
+
+class HttpServer::Loop {
+ public:
+  explicit Loop(HttpServer* server)
+      : server_(*server),
+        options_(server->options_),
+        stats_(server->stats_),
+        epoll_fd_(server->epoll_fd_.load()),
+        listen_fd_(server->listen_fd_.load()),
+        wake_fd_(server->wake_fd_.load()),
+        conns_(server->conn_fds_.size()) {}
+
+  void Run();
+
+ private:
+  enum class Phase : uint8_t { kReading, kWriting, kIdle, kLinger };
+  struct Conn {
+    int fd = -1;
+    uint32_t generation = 0;  // in the epoll tag: spots events of a closed connection
+    Phase phase = Phase::kReading;
+    bool want_out = false;     // registered for EPOLLOUT instead of EPOLLIN
+    bool close_after = false;  // close once the response is sent
+    bool peer_eof = false;     // client shut down its sending side
+    int64_t deadline = 0;
+    uint64_t order = 0;  // when it started waiting for a request; smaller = older
+    size_t scanned = 0;  // FindHeadEnd resume point
+    size_t sent = 0;     // bytes of head + body already sent (or drained in kLinger)
+    std::string in, head, body;
+  };
+
+  int64_t ExpireAndNextDeadline();
+  void Accept();
+  bool Evict(bool unfinished_only);
+  void SetAccepting(bool on);
+  void OnEvent(uint64_t tag);
+  void Read(Conn& c);
+  void Process(Conn& c);
+  void Respond(Conn& c, bool head_only);
+  void SetError(int status);
+  bool Flush(Conn& c);
+  void Drain(Conn& c);
+  void Watch(Conn& c, bool out);
+  void Close(Conn& c);
+  int64_t Ms(int ms) const { return int64_t{std::max(ms, 1)} * kMs; }
+
+  HttpServer& server_;
+  const HttpServerOptions& options_;
+  HttpServerStats& stats_;
+  const int epoll_fd_, listen_fd_, wake_fd_;
+  std::vector<Conn> conns_;  // slot i <-> server_.conn_fds_[i]
+  size_t open_ = 0;
+  uint64_t order_ = 0;
+  int64_t now_ = 0;
+  int64_t accept_resume_ = 0;  // != 0: accepting paused until then
+  HttpRequest request_;        // reused for every request
+  HttpResponse response_;
+};
+
+void HttpServer::Loop::Run() {
+  epoll_event events[64];
+  while (!server_.stopping_.load(std::memory_order_acquire)) {
+    now_ = NowNs();
+    const int64_t next = ExpireAndNextDeadline();
+    const int timeout =
+        next == INT64_MAX
+            ? -1
+            : static_cast<int>(std::min<int64_t>((next - now_ + kMs - 1) / kMs, 60000));
+    const int n = epoll_wait(epoll_fd_, events, 64, timeout);
+    if (n < 0 && errno != EINTR) break;  // EBADF/EINVAL: cannot happen unless fds were stolen
+    now_ = NowNs();
+    for (int i = 0; i < n; ++i) {
+      const uint64_t tag = events[i].data.u64;
+      if (tag == kWakeTag) {
+        eventfd_t value;
+        eventfd_read(wake_fd_, &value);  // Stop(): stopping_ is checked at the loop's top
+      } else if (tag == kListenTag) {
+        Accept();
+      } else {
+        OnEvent(tag);
+      }
+    }
+  }
+  for (Conn& c : conns_) {
+    if (c.fd >= 0) Close(c);
+  }
+}
+
+int64_t HttpServer::Loop::ExpireAndNextDeadline() {
+  int64_t next = INT64_MAX;
+  if (accept_resume_ != 0) {
+    if (now_ >= accept_resume_) {
+      SetAccepting(true);
+    } else {
+      next = accept_resume_;
+    }
+  }
+  for (Conn& c : conns_) {
+    if (c.fd < 0) continue;
+    if (c.deadline <= now_) {
+      // Only the request deadline counts; idle keep-alive and linger ends are normal.
+      if (c.phase == Phase::kReading || c.phase == Phase::kWriting) {
+        stats_.timeouts.fetch_add(1, std::memory_order_relaxed);
+      }
+      Close(c);
+    } else {
+      next = std::min(next, c.deadline);
+    }
+  }
+  return next;
+}
+
+void HttpServer::Loop::Accept() {
+  // Bounded so that a connect flood cannot starve the open connections;
+  // the listening socket is level-triggered and reports the rest next time.
+  for (size_t round = 0; round <= options_.max_connections; ++round) {
+    const int fd = accept4(listen_fd_, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (fd < 0) {
+      if (errno == EAGAIN) return;
+      if (IsConnectionError(errno)) continue;  // that connection is gone; try the next
+      // EMFILE/ENFILE: free one fd; the next iteration retries (the listening
+      // socket stays ready). Nothing to evict, ENOBUFS, ENOMEM: back off.
+      if ((errno == EMFILE || errno == ENFILE) && Evict(true)) return;
+      SetAccepting(false);
+      return;
+    }
+    size_t slot = 0;  // conns_ has max_connections + 2 slots, open_ <= max_connections
+    while (conns_[slot].fd >= 0) ++slot;
+    server_.conn_fds_[slot].store(fd, std::memory_order_relaxed);  // publish first (fork)
+    stats_.accepted.fetch_add(1, std::memory_order_relaxed);
+    if (open_ >= options_.max_connections) Evict(false);
+    Conn& c = conns_[slot];
+    c.fd = fd;
+    c.phase = Phase::kReading;
+    c.want_out = c.close_after = c.peer_eof = false;
+    c.deadline = now_ + Ms(options_.request_timeout_ms);
+    c.order = ++order_;
+    c.scanned = c.sent = 0;
+    ++open_;
+    stats_.open_connections.fetch_add(1, std::memory_order_relaxed);
+    epoll_event ev{};
+    ev.events = EPOLLIN | EPOLLRDHUP;
+    ev.data.u64 = uint64_t{c.generation} << 32 | slot;
+    if (epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, fd, &ev) != 0) {
+      Close(c);
+      continue;
+    }
+    // The request is often there already: answer it before later accepts in
+    // this batch can evict the connection.
+    OnEvent(ev.data.u64);
+  }
+}
+
+// Closes, in order of preference: a connection lingering after its last
+// response, the one waiting longest for a complete request, or (unless
+// unfinished_only) the oldest one being answered.
+bool HttpServer::Loop::Evict(bool unfinished_only) {
+  Conn* victim = nullptr;
+  int victim_rank = 0;
+  for (Conn& c : conns_) {
+    if (c.fd < 0) continue;
+    const int rank = c.phase == Phase::kLinger ? 0 : c.phase == Phase::kWriting ? 2 : 1;
+    if (unfinished_only && rank == 2) continue;
+    if (!victim || rank < victim_rank || (rank == victim_rank && c.order < victim->order)) {
+      victim = &c;
+      victim_rank = rank;
+    }
+  }
+  if (!victim) return false;
+  stats_.evicted.fetch_add(1, std::memory_order_relaxed);
+  Close(*victim);
+  return true;
+}
+
+void HttpServer::Loop::SetAccepting(bool on) {
+  epoll_event ev{};
+  ev.events = EPOLLIN;
+  ev.data.u64 = kListenTag;
+  if (on) {
+    accept_resume_ = epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, listen_fd_, &ev) == 0 || errno == EEXIST
+                         ? 0
+                         : now_ + kAcceptPauseNs;
+  } else {
+    epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, listen_fd_, nullptr);
+    accept_resume_ = now_ + kAcceptPauseNs;
+  }
+}
+
+void HttpServer::Loop::OnEvent(uint64_t tag) {
+  const size_t slot = static_cast<size_t>(tag & 0xffffffffu);
+  if (slot >= conns_.size()) return;
+  Conn& c = conns_[slot];
+  // Closed (and maybe reused) earlier in this batch: the generation tells.
+  if (c.fd < 0 || c.generation != static_cast<uint32_t>(tag >> 32)) return;
+  try {
+    switch (c.phase) {
+      case Phase::kWriting:
+        if (Flush(c)) Process(c);  // then any pipelined request
+        break;
+      case Phase::kLinger:
+        Drain(c);
+        break;
+      case Phase::kReading:
+      case Phase::kIdle:
+        Read(c);
+        if (c.fd >= 0) Process(c);
+        break;
+    }
+  } catch (...) {  // std::bad_alloc: give up on this connection, keep serving
+    if (c.fd >= 0) Close(c);
+  }
+}
+
+void HttpServer::Loop::Read(Conn& c) {
+  char buf[16384];
+  // Never hold more than one byte over the cap: enough to tell "too large".
+  const size_t limit = options_.max_request_bytes + 1;
+  while (c.in.size() < limit) {
+    const ssize_t n = recv(c.fd, buf, std::min(sizeof buf, limit - c.in.size()), 0);
+    if (n > 0) {
+      if (c.phase == Phase::kIdle) {  // first byte of the next request
+        c.phase = Phase::kReading;
+        c.deadline = now_ + Ms(options_.request_timeout_ms);
+      }
+      c.in.append(buf, static_cast<size_t>(n));
+    } else if (n == 0) {
+      c.peer_eof = true;  // a complete request already sent is still answered
+      return;
+    } else if (errno != EINTR) {
+      if (errno != EAGAIN) Close(c);
+      return;
+    }
+  }
+}
+
+// Answers every complete request buffered on c, in order (pipelining).
+void HttpServer::Loop::Process(Conn& c) {
+  while (c.fd >= 0 && (c.phase == Phase::kReading || c.phase == Phase::kIdle)) {
+    // Empty lines before a request line are ignored (RFC 9112 2.2).
+    const size_t junk = std::min(c.in.find_first_not_of("\r\n"), c.in.size());
+    if (junk > 0) {
+      c.in.erase(0, junk);
+      c.scanned = 0;
+    }
+    if (c.in.empty()) {
+      if (c.peer_eof) Close(c);
+      return;
+    }
+    if (c.phase == Phase::kIdle) {  // pipelined bytes: the next request has begun
+      c.phase = Phase::kReading;
+      c.deadline = now_ + Ms(options_.request_timeout_ms);
+    }
+    const size_t end = FindHeadEnd(c.in, &c.scanned);
+    // A client that does not speak HTTP (say, a TLS handshake) gets its 400
+    // now rather than at the deadline: a method is a short token.
+    const size_t method_len = std::min({c.in.find(' '), c.in.size(), size_t{32}});
+    const bool bad_start =
+        method_len == 32 || !std::all_of(c.in.begin(), c.in.begin() + method_len, IsTokenChar);
+    if (end == 0 && !bad_start && c.in.size() <= options_.max_request_bytes) {
+      if (c.peer_eof) Close(c);  // truncated request
+      return;
+    }
+    c.scanned = 0;
+    c.close_after = true;
+    bool keep_alive = false;
+    const int status = bad_start ? 400
+                       : end == 0 || end > options_.max_request_bytes
+                           ? 431
+                           : ParseHead(std::string_view(c.in.data(), end), &request_, &keep_alive);
+    if (status != 200) {
+      stats_.bad_requests.fetch_add(1, std::memory_order_relaxed);
+      SetError(status);
+      c.in.clear();
+      Respond(c, false);
+      continue;
+    }
+    c.in.erase(0, end);
+    c.close_after = !keep_alive || c.peer_eof;
+    stats_.requests.fetch_add(1, std::memory_order_relaxed);
+    response_.status = 200;
+    response_.content_type = kTextPlain;
+    response_.body.clear();
+    response_.extra_headers.clear();
+    try {
+      server_.handler_(request_, &response_);
+    } catch (...) {
+      SetError(500);
+    }
+    now_ = NowNs();  // a scrape can take a while
+    Respond(c, request_.method == "HEAD");
+  }
+}
+
+void HttpServer::Loop::SetError(int status) {
+  response_.status = status;
+  response_.content_type = kTextPlain;
+  response_.body = Reason(status);
+  response_.body += '\n';
+  response_.extra_headers.clear();
+  if (status == 405) response_.extra_headers.emplace_back("Allow", "GET, HEAD");
+}
+
+// Turns response_ into c's head + body and starts sending.
+void HttpServer::Loop::Respond(Conn& c, bool head_only) {
+  HttpResponse& r = response_;
+  if (r.status < 200 || r.status > 599) r.status = 500;
+  std::string& h = c.head;
+  h.assign("HTTP/1.1 ");
+  AppendInt(&h, static_cast<uint64_t>(r.status));
+  h += ' ';
+  h += Reason(r.status);
+  h += "\r\nContent-Type: ";
+  h += IsFieldValue(r.content_type) ? r.content_type : kTextPlain;
+  h += "\r\nContent-Length: ";
+  AppendInt(&h, r.body.size());  // HEAD: the length GET would send
+  h += c.close_after ? "\r\nConnection: close\r\n" : "\r\nConnection: keep-alive\r\n";
+  for (const auto& [name, value] : r.extra_headers) {
+    if (!IsToken(name) || !IsFieldValue(value)) continue;  // no header injection
+    h += name;
+    h += ": ";
+    h += value;
+    h += "\r\n";
+  }
+  h += "\r\n";
+  c.body.swap(r.body);  // no copy; response_ gets c's old buffer to reuse
+  if (head_only) c.body.clear();
+  c.phase = Phase::kWriting;
+  c.sent = 0;
+  Flush(c);
+}
+
+// Sends what is pending. Returns true when the response is complete and the
+// connection stays open for another request.
+bool HttpServer::Loop::Flush(Conn& c) {
+  const size_t total = c.head.size() + c.body.size();
+  while (c.sent < total) {
+    iovec iov[2];
+    int count = 0;
+    if (c.sent < c.head.size()) iov[count++] = {&c.head[c.sent], c.head.size() - c.sent};
+    const size_t body_sent = c.sent > c.head.size() ? c.sent - c.head.size() : 0;
+    if (body_sent < c.body.size()) iov[count++] = {&c.body[body_sent], c.body.size() - body_sent};
+    msghdr msg{};
+    msg.msg_iov = iov;
+    msg.msg_iovlen = count;
+    const ssize_t n = sendmsg(c.fd, &msg, MSG_NOSIGNAL);  // MSG_NOSIGNAL: EPIPE, no SIGPIPE
+    if (n >= 0) {
+      c.sent += static_cast<size_t>(n);
+    } else if (errno == EAGAIN) {
+      Watch(c, true);
+      return false;
+    } else if (errno != EINTR) {
+      Close(c);
+      return false;
+    }
+  }
+  c.head.clear();
+  if (c.body.capacity() > kKeepBufferBytes) std::string().swap(c.body);
+  c.body.clear();
+  if (c.close_after) {
+    // Lingering close: stop sending (the client sees EOF) but drain its
+    // input for a moment, so unread bytes do not turn our close into an RST
+    // that could destroy the response before the client reads it.
+    if (c.peer_eof || shutdown(c.fd, SHUT_WR) != 0) {
+      Close(c);
+      return false;
+    }
+    c.phase = Phase::kLinger;
+    c.deadline = now_ + std::min(kLingerNs, Ms(options_.request_timeout_ms));
+    c.in.clear();
+    c.sent = 0;
+    Watch(c, false);
+    return false;
+  }
+  c.phase = c.in.empty() ? Phase::kIdle : Phase::kReading;
+  c.deadline = now_ + Ms(c.in.empty() ? options_.idle_timeout_ms : options_.request_timeout_ms);
+  c.order = ++order_;
+  Watch(c, false);
+  return c.fd >= 0;
+}
+
+void HttpServer::Loop::Drain(Conn& c) {
+  char buf[16384];
+  for (;;) {
+    const ssize_t n = recv(c.fd, buf, sizeof buf, 0);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && errno == EAGAIN) return;
+    if (n <= 0 || (c.sent += static_cast<size_t>(n)) > kLingerMaxBytes) break;
+  }
+  Close(c);
+}
+
+void HttpServer::Loop::Watch(Conn& c, bool out) {
+  if (c.want_out == out) return;
+  epoll_event ev{};
+  ev.events = out ? EPOLLOUT : EPOLLIN | EPOLLRDHUP;
+  ev.data.u64 = uint64_t{c.generation} << 32 | static_cast<size_t>(&c - conns_.data());
+  if (epoll_ctl(epoll_fd_, EPOLL_CTL_MOD, c.fd, &ev) != 0) {
+    Close(c);
+    return;
+  }
+  c.want_out = out;
+}
+
+void HttpServer::Loop::Close(Conn& c) {
+  // Deregister first: a copy of the fd in a forked child would otherwise
+  // keep the socket (and its epoll registration) alive.
+  epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, c.fd, nullptr);
+  // Unpublish before close(): once closed, the number can be reused by
+  // another thread of the master, and a child must never close that one.
+  server_.conn_fds_[&c - conns_.data()].store(-1, std::memory_order_relaxed);
+  close(c.fd);
+  c.fd = -1;
+  ++c.generation;
+  if (c.in.capacity() > kKeepBufferBytes) std::string().swap(c.in);
+  if (c.body.capacity() > kKeepBufferBytes) std::string().swap(c.body);
+  c.in.clear();
+  c.head.clear();
+  c.body.clear();
+  --open_;
+  stats_.open_connections.fetch_sub(1, std::memory_order_relaxed);
+}
+
+// ---------------------------------------------------------------------------
+
+HttpServer::HttpServer() = default;  // here, where Loop is complete
+
+HttpServer::~HttpServer() {
+  // In a forked child the loop's state may have been caught mid-update by
+  // fork(): never destroy it there, leak it (the child usually execs or
+  // exits soon; nothing else refers to it).
+  if (forked_.load()) (void)loop_.release();
+  Stop();
+}
+
+void* HttpServer::ThreadMain(void* loop) {
+  try {
+    static_cast<Loop*>(loop)->Run();
+  } catch (...) {  // Run() handles its own errors; never let one end the process
+  }
+  return nullptr;
+}
 
 bool HttpServer::Listen(const HttpServerOptions& options, std::string* error) {
+  if (forked_.load()) return Fail(error, "server object was inherited across fork()");
+  if (listen_fd_.load() >= 0 || thread_running_) return Fail(error, "already listening");
   options_ = options;
-  const ListenAddress& a = options.address;
-  int fd = -1;
-  auto fail = [&](const std::string& what) {
-    *error = a.ToString() + ": " + what;
-    if (fd >= 0) close(fd);
-    return false;
-  };
-  if (a.kind == ListenAddress::Kind::kUnix) {
-    struct sockaddr_un sun;
-    std::memset(&sun, 0, sizeof sun);
-    sun.sun_family = AF_UNIX;
-    std::memcpy(sun.sun_path, a.path.c_str(), a.path.size());
-    struct stat st;
-    if (lstat(a.path.c_str(), &st) == 0) {
-      if (!S_ISSOCK(st.st_mode)) return fail("exists and is not a socket");
-      int probe = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-      bool live = probe >= 0 && connect(probe, reinterpret_cast<sockaddr*>(&sun), sizeof sun) == 0;
-      int probe_errno = errno;
-      if (probe >= 0) close(probe);
-      if (live) return fail("address already in use");
-      if (probe_errno != ECONNREFUSED && probe_errno != ENOENT) {
-        return fail(std::string("cannot check existing socket: ") + strerror(probe_errno));
-      }
-      unlink(a.path.c_str());
-    }
-    fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd < 0) return fail(strerror(errno));
-    if (bind(fd, reinterpret_cast<sockaddr*>(&sun), sizeof sun) != 0) {
-      return fail(errno == EADDRINUSE ? "address already in use" : strerror(errno));
-    }
-    unlink_on_stop_ = true;
-  } else {
-    struct sockaddr_storage ss;
-    socklen_t len = 0;
-    std::memset(&ss, 0, sizeof ss);
-    bool dual = false;
-    if (a.host.empty()) {
-      int probe = socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0);
-      if (probe >= 0) {
-        close(probe);
-        auto* s6 = reinterpret_cast<sockaddr_in6*>(&ss);
-        s6->sin6_family = AF_INET6;
-        s6->sin6_addr = in6addr_any;
-        s6->sin6_port = htons(a.port);
-        len = sizeof *s6;
-        dual = true;
-      } else {
-        auto* s4 = reinterpret_cast<sockaddr_in*>(&ss);
-        s4->sin_family = AF_INET;
-        s4->sin_addr.s_addr = htonl(INADDR_ANY);
-        s4->sin_port = htons(a.port);
-        len = sizeof *s4;
-      }
-    } else {
-      struct addrinfo hints, *res = nullptr;
-      std::memset(&hints, 0, sizeof hints);
-      hints.ai_socktype = SOCK_STREAM;
-      hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
-      int rc = getaddrinfo(a.host.c_str(), std::to_string(a.port).c_str(), &hints, &res);
-      if (rc != 0 || !res) return fail(std::string("cannot resolve host: ") + gai_strerror(rc));
-      std::memcpy(&ss, res->ai_addr, res->ai_addrlen);
-      len = res->ai_addrlen;
-      freeaddrinfo(res);
-    }
-    fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd < 0) return fail(strerror(errno));
-    int one = 1, zero = 0;
-    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    if (dual) setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof zero);
-    if (bind(fd, reinterpret_cast<sockaddr*>(&ss), len) != 0) {
-      return fail(errno == EADDRINUSE ? "address already in use" : strerror(errno));
-    }
-    struct sockaddr_storage bound;
-    socklen_t blen = sizeof bound;
-    if (getsockname(fd, reinterpret_cast<sockaddr*>(&bound), &blen) == 0) {
-      bound_port_ = ntohs(bound.ss_family == AF_INET6
-                              ? reinterpret_cast<sockaddr_in6*>(&bound)->sin6_port
-                              : reinterpret_cast<sockaddr_in*>(&bound)->sin_port);
-    }
+  options_.max_connections = std::max<size_t>(options_.max_connections, 1);
+  const ListenAddress& address = options_.address;
+  const int fd = address.kind == ListenAddress::Kind::kUnix
+                     ? ListenUnix(address, options_.listen_backlog, error)
+                     : ListenTcp(address, options_.listen_backlog, error);
+  if (fd < 0) return false;
+  bound_port_ = 0;
+  sockaddr_storage bound{};
+  socklen_t len = sizeof bound;
+  if (address.kind == ListenAddress::Kind::kTcp &&
+      getsockname(fd, reinterpret_cast<sockaddr*>(&bound), &len) == 0) {
+    bound_port_ =
+        ntohs(bound.ss_family == AF_INET6 ? reinterpret_cast<sockaddr_in6*>(&bound)->sin6_port
+                                          : reinterpret_cast<sockaddr_in*>(&bound)->sin_port);
   }
-  if (a.kind == ListenAddress::Kind::kTcp) {
-    // Wake up for a connection only once its request has arrived; a client
-    // that connects and stays silent never reaches the accept queue before
-    // the request deadline.
-    int defer = std::max(1, options.request_timeout_ms / 1000);
-    setsockopt(fd, IPPROTO_TCP, TCP_DEFER_ACCEPT, &defer, sizeof defer);
+  struct stat st;
+  unlink_on_stop_ =
+      address.kind == ListenAddress::Kind::kUnix && stat(address.path.c_str(), &st) == 0;
+  if (unlink_on_stop_) {
+    unix_dev_ = st.st_dev;
+    unix_ino_ = st.st_ino;
   }
-  if (listen(fd, options.listen_backlog) != 0) return fail(strerror(errno));
+  // Two spare slots: a new connection is published before the eviction
+  // that makes room for it.
+  conn_fds_ = std::vector<std::atomic<int>>(options_.max_connections + 2);
+  for (auto& slot : conn_fds_) slot.store(-1, std::memory_order_relaxed);
   listen_fd_.store(fd);
   return true;
 }
 
-// One connection's state, owned by the server thread.
-struct HttpServer::Conn {
-  int fd = -1;
-  size_t slot = 0;
-  uint32_t generation = 0;
-  bool idle = false;         // keep-alive, waiting for the next request
-  bool registered = false;   // added to the epoll set
-  int64_t accepted_ms = 0;
-  int64_t deadline_ms = 0;
-  bool responding = false;   // a complete request was read; writing the answer
-  bool close_after = false;
-  std::string in;
-  std::string out;       // status line and headers
-  std::string out_body;  // body, sent after `out` with one sendmsg
-  size_t out_pos = 0;    // bytes of out + out_body already sent
-};
-
 bool HttpServer::Start(HttpHandler handler, std::string* error) {
-  if (listen_fd_.load() < 0) {
-    *error = "not listening";
-    return false;
-  }
+  if (forked_.load()) return Fail(error, "server object was inherited across fork()");
+  if (thread_running_) return Fail(error, "already started");
+  if (listen_fd_.load() < 0) return Fail(error, "Listen() must succeed before Start()");
+  if (!handler) return Fail(error, "no handler");
   handler_ = std::move(handler);
-  conn_fds_ = std::vector<std::atomic<int>>(options_.max_connections + 2);
-  for (auto& f : conn_fds_) f.store(-1);
-  int ep = epoll_create1(EPOLL_CLOEXEC);
-  int wake = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-  if (ep < 0 || wake < 0) {
-    *error = std::string("epoll/eventfd: ") + strerror(errno);
-    if (ep >= 0) close(ep);
-    if (wake >= 0) close(wake);
+  epoll_fd_.store(epoll_create1(EPOLL_CLOEXEC));
+  wake_fd_.store(eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC));
+  epoll_event listen_ev{}, wake_ev{};
+  listen_ev.events = wake_ev.events = EPOLLIN;
+  listen_ev.data.u64 = kListenTag;
+  wake_ev.data.u64 = kWakeTag;
+  if (epoll_fd_.load() < 0 || wake_fd_.load() < 0 ||
+      epoll_ctl(epoll_fd_.load(), EPOLL_CTL_ADD, listen_fd_.load(), &listen_ev) != 0 ||
+      epoll_ctl(epoll_fd_.load(), EPOLL_CTL_ADD, wake_fd_.load(), &wake_ev) != 0) {
+    *error = "epoll/eventfd: " + ErrnoText(errno);
+    CloseSlot(epoll_fd_);
+    CloseSlot(wake_fd_);
     return false;
   }
-  epoll_fd_.store(ep);
-  wake_fd_.store(wake);
-  struct epoll_event ev;
-  std::memset(&ev, 0, sizeof ev);
-  ev.events = EPOLLIN;
-  ev.data.u64 = kListenTag;
-  epoll_ctl(ep, EPOLL_CTL_ADD, listen_fd_.load(), &ev);
-  ev.data.u64 = kWakeTag;
-  epoll_ctl(ep, EPOLL_CTL_ADD, wake, &ev);
+  stopping_.store(false);
+  std::string failure;
   try {
-    thread_ = new std::thread([this] { Run(); });
+    loop_ = std::make_unique<Loop>(this);
   } catch (const std::exception& e) {
-    *error = std::string("cannot start thread: ") + e.what();
-    return false;
+    failure = e.what();
   }
-  return true;
+  if (loop_) {
+    // The thread blocks asynchronous signals: uWSGI's master handlers must
+    // run on the master's own thread. Faults still reach their handlers.
+    sigset_t all, saved;
+    sigfillset(&all);
+    for (int sig : {SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGABRT}) sigdelset(&all, sig);
+    pthread_sigmask(SIG_SETMASK, &all, &saved);
+    const int rc = pthread_create(&thread_, nullptr, &HttpServer::ThreadMain, loop_.get());
+    pthread_sigmask(SIG_SETMASK, &saved, nullptr);
+    thread_running_ = rc == 0;
+    if (rc == 0) pthread_setname_np(thread_, "prometheus-http");  // as top -H shows it
+    if (rc != 0) failure = ErrnoText(rc);
+  }
+  if (thread_running_) return true;
+  *error = "cannot start the server thread: " + failure;
+  loop_.reset();
+  CloseSlot(epoll_fd_);
+  CloseSlot(wake_fd_);
+  return false;
 }
 
 void HttpServer::Stop() {
-  if (in_child_.load()) return;  // a forked copy: no thread, fds already closed
-  stopping_.store(true);
-  if (thread_) {
-    uint64_t one = 1;
-    if (write(wake_fd_.load(), &one, sizeof one) < 0) {
-      // the eventfd cannot be full with one pending write; nothing to do
-    }
-    thread_->join();
-    delete thread_;
-    thread_ = nullptr;
+  // A forked child has no server thread: nothing to join or wake, and its
+  // fds are closed by CloseFdsAfterFork. The socket file is the parent's.
+  if (forked_.load()) return;
+  stopping_.store(true, std::memory_order_release);
+  if (thread_running_) {
+    if (pthread_equal(thread_, pthread_self())) return;  // from the handler: cannot join itself
+    eventfd_write(wake_fd_.load(), 1);  // cannot fail: the counter is far from its max
+    pthread_join(thread_, nullptr);     // the loop closed its connections on the way out
+    thread_running_ = false;
   }
-  for (auto& f : conn_fds_) {
-    int fd = f.exchange(-1);
-    if (fd >= 0) close(fd);
-  }
-  for (auto* a : {&listen_fd_, &epoll_fd_, &wake_fd_}) {
-    int fd = a->exchange(-1);
-    if (fd >= 0) close(fd);
-  }
-  if (unlink_on_stop_) {
+  loop_.reset();
+  for (auto& slot : conn_fds_) CloseSlot(slot);
+  CloseSlot(listen_fd_);
+  CloseSlot(epoll_fd_);
+  CloseSlot(wake_fd_);
+  struct stat st;
+  if (unlink_on_stop_ && stat(options_.address.path.c_str(), &st) == 0 && st.st_dev == unix_dev_ &&
+      st.st_ino == unix_ino_) {
     unlink(options_.address.path.c_str());
-    unlink_on_stop_ = false;
-  }
-}
-
-void HttpServer::CloseFdsAfterFork() noexcept {
-  // The child has no server thread. The std::thread object (on the heap) is
-  // left alone on purpose: joining or destroying it would act on a thread
-  // that does not exist in this process.
-  in_child_.store(true);
-  for (auto& f : conn_fds_) {
-    int fd = f.exchange(-1);
-    if (fd >= 0) close(fd);
-  }
-  for (auto* a : {&listen_fd_, &epoll_fd_, &wake_fd_}) {
-    int fd = a->exchange(-1);
-    if (fd >= 0) close(fd);
   }
   unlink_on_stop_ = false;
 }
 
-void HttpServer::Run() {
-  pthread_setname_np(pthread_self(), "uwsgi-prom");
-  const int ep = epoll_fd_.load();
-  const int lfd = listen_fd_.load();
-  std::vector<std::unique_ptr<Conn>> conns;  // open connections, oldest first
-  std::vector<Conn*> by_slot(conn_fds_.size(), nullptr);
-  std::vector<uint32_t> generations(conn_fds_.size(), 0);
-  std::vector<size_t> free_slots;
-  for (size_t i = conn_fds_.size(); i-- > 0;) free_slots.push_back(i);
-  int64_t accept_paused_until = 0;
-  struct epoll_event events[64];
-
-  auto close_conn = [&](Conn* c) {
-    if (c->registered) epoll_ctl(ep, EPOLL_CTL_DEL, c->fd, nullptr);
-    conn_fds_[c->slot].store(-1);  // unpublish before close (fork safety)
-    close(c->fd);
-    by_slot[c->slot] = nullptr;
-    free_slots.push_back(c->slot);
-    stats_.open_connections.fetch_sub(1, std::memory_order_relaxed);
-    auto it = std::find_if(conns.begin(), conns.end(), [c](const auto& p) { return p.get() == c; });
-    if (it != conns.end()) conns.erase(it);
-  };
-
-  // Closes the oldest connection still waiting for its request, else the
-  // oldest one. Returns false when there is nothing to close.
-  auto evict_one = [&]() {
-    if (conns.empty()) return false;
-    Conn* victim = conns.front().get();
-    for (const auto& c : conns) {
-      if (!c->responding) {
-        victim = c.get();
-        break;
-      }
-    }
-    stats_.evicted.fetch_add(1, std::memory_order_relaxed);
-    close_conn(victim);
-    return true;
-  };
-
-  auto watch = [&](Conn* c, uint32_t events) {
-    struct epoll_event ev;
-    std::memset(&ev, 0, sizeof ev);
-    ev.events = events;
-    ev.data.u64 = Tag(c->slot, c->generation);
-    epoll_ctl(ep, c->registered ? EPOLL_CTL_MOD : EPOLL_CTL_ADD, c->fd, &ev);
-    c->registered = true;
-  };
-
-  // Writes what is pending; returns false if the connection was closed.
-  auto flush = [&](Conn* c) {
-    const size_t total = c->out.size() + c->out_body.size();
-    while (c->out_pos < total) {
-      struct iovec iov[2];
-      int iovcnt = 0;
-      if (c->out_pos < c->out.size()) {
-        iov[iovcnt++] = {c->out.data() + c->out_pos, c->out.size() - c->out_pos};
-      }
-      const size_t body_pos = c->out_pos > c->out.size() ? c->out_pos - c->out.size() : 0;
-      if (body_pos < c->out_body.size()) {
-        iov[iovcnt++] = {c->out_body.data() + body_pos, c->out_body.size() - body_pos};
-      }
-      struct msghdr msg;
-      std::memset(&msg, 0, sizeof msg);
-      msg.msg_iov = iov;
-      msg.msg_iovlen = static_cast<size_t>(iovcnt);
-      ssize_t n = sendmsg(c->fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
-      if (n > 0) {
-        c->out_pos += static_cast<size_t>(n);
-        continue;
-      }
-      if (n < 0 && errno == EINTR) continue;
-      if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-        watch(c, EPOLLOUT | EPOLLRDHUP);
-        return true;
-      }
-      close_conn(c);
-      return false;
-    }
-    // Response complete.
-    c->out.clear();
-    c->out_body.clear();
-    c->out_pos = 0;
-    c->responding = false;
-    if (c->close_after) {
-      close_conn(c);
-      return false;
-    }
-    c->idle = true;
-    c->deadline_ms = NowMs() + options_.idle_timeout_ms;
-    watch(c, EPOLLIN | EPOLLRDHUP);
-    return true;
-  };
-
-  auto respond = [&](Conn* c, HttpResponse& r, bool head, bool keep_alive) {
-    c->responding = true;
-    c->close_after = !keep_alive;
-    std::string& o = c->out;
-    o.clear();
-    o += "HTTP/1.1 ";
-    o += std::to_string(r.status);
-    o += ' ';
-    o += Reason(r.status);
-    o += "\r\nContent-Type: ";
-    o += r.content_type;
-    o += "\r\nContent-Length: ";
-    o += std::to_string(r.body.size());
-    o += keep_alive ? "\r\nConnection: keep-alive\r\n" : "\r\nConnection: close\r\n";
-    for (const auto& [k, v] : r.extra_headers) {
-      o += k;
-      o += ": ";
-      o += v;
-      o += "\r\n";
-    }
-    o += "\r\n";
-    c->out_body.clear();
-    if (!head) c->out_body.swap(r.body);  // no copy of a large scrape
-    c->out_pos = 0;
-  };
-
-  auto error_response = [&](Conn* c, int status, const char* extra_name = nullptr,
-                            const char* extra_value = nullptr) {
-    stats_.bad_requests.fetch_add(1, std::memory_order_relaxed);
-    HttpResponse r;
-    r.status = status;
-    r.body = std::string(Reason(status)) + "\n";
-    if (extra_name) r.extra_headers.push_back({extra_name, extra_value});
-    respond(c, r, false, false);
-    c->in.clear();
-    // Stop reading; just deliver the error and close.
-    shutdown(c->fd, SHUT_RD);
-    flush(c);
-  };
-
-  // Handles every complete request buffered on c (pipelining).
-  auto process = [&](Conn* c) {
-    while (!c->responding) {
-      ParsedRequest parsed;
-      Parse p = ParseRequest(c->in, options_.max_request_bytes, &parsed);
-      switch (p) {
-        case Parse::kIncomplete:
-          return true;
-        case Parse::kBad:
-          error_response(c, 400);
-          return false;
-        case Parse::kTooLarge:
-          error_response(c, 431);
-          return false;
-        case Parse::kBody:
-          error_response(c, 413);
-          return false;
-        case Parse::kMethod:
-          error_response(c, 405, "Allow", "GET, HEAD");
-          return false;
-        case Parse::kOk:
-          break;
-      }
-      c->in.erase(0, parsed.consumed);
-      stats_.requests.fetch_add(1, std::memory_order_relaxed);
-      HttpResponse resp;
-      try {
-        handler_(parsed.request, &resp);
-      } catch (...) {
-        resp = HttpResponse{};
-        resp.status = 500;
-        resp.body = "Internal Server Error\n";
-      }
-      respond(c, resp, parsed.request.method == "HEAD", parsed.keep_alive);
-      if (!flush(c)) return false;
-      // A following pipelined request gets a fresh deadline.
-      if (!c->in.empty()) c->deadline_ms = NowMs() + options_.request_timeout_ms;
-    }
-    return true;
-  };
-
-  auto on_readable = [&](Conn* c) {
-    char buf[16384];
-    for (;;) {
-      ssize_t n = recv(c->fd, buf, sizeof buf, MSG_DONTWAIT);
-      if (n > 0) {
-        if (c->idle) {  // first bytes of the next keep-alive request
-          c->idle = false;
-          c->deadline_ms = NowMs() + options_.request_timeout_ms;
-        }
-        if (c->in.size() + static_cast<size_t>(n) > options_.max_request_bytes + sizeof buf) {
-          error_response(c, 431);
-          return;
-        }
-        c->in.append(buf, static_cast<size_t>(n));
-        if (c->in.size() > options_.max_request_bytes * 2) break;  // parse now
-        continue;
-      }
-      if (n < 0 && errno == EINTR) continue;
-      if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
-      close_conn(c);  // EOF or error
-      return;
-    }
-    process(c);
-  };
-
-  while (!stopping_.load()) {
-    // Timeout: the nearest deadline.
-    int64_t now = NowMs();
-    int64_t next = now + 1000;
-    for (const auto& c : conns) next = std::min(next, c->deadline_ms);
-    if (accept_paused_until > now) next = std::min(next, accept_paused_until);
-    int timeout = static_cast<int>(std::max<int64_t>(0, next - now));
-    int n = epoll_wait(ep, events, 64, timeout);
-    if (n < 0 && errno != EINTR) break;
-    for (int i = 0; i < n; ++i) {
-      const uint64_t tag = events[i].data.u64;
-      if (tag == kWakeTag) continue;
-      if (tag == kListenTag) {
-        if (NowMs() < accept_paused_until) continue;
-        for (;;) {
-          int fd = accept4(lfd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
-          if (fd < 0) {
-            if (errno == EINTR || errno == ECONNABORTED) continue;
-            if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
-              if (!evict_one()) accept_paused_until = NowMs() + 100;
-            }
-            break;
-          }
-          if (conns.size() >= options_.max_connections || free_slots.empty()) evict_one();
-          auto c = std::make_unique<Conn>();
-          c->fd = fd;
-          c->slot = free_slots.back();
-          free_slots.pop_back();
-          c->generation = ++generations[c->slot];
-          by_slot[c->slot] = c.get();
-          conn_fds_[c->slot].store(fd);
-          c->accepted_ms = NowMs();
-          c->deadline_ms = c->accepted_ms + options_.request_timeout_ms;
-          int one = 1;
-          setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-          Conn* raw = c.get();
-          const size_t slot = raw->slot;
-          const uint32_t generation = raw->generation;
-          conns.push_back(std::move(c));
-          stats_.accepted.fetch_add(1, std::memory_order_relaxed);
-          stats_.open_connections.fetch_add(1, std::memory_order_relaxed);
-          // The request is usually there already (TCP_DEFER_ACCEPT): answer
-          // it now; only a connection that stays open joins the epoll set.
-          on_readable(raw);
-          if (by_slot[slot] == raw && raw->generation == generation && !raw->registered) {
-            watch(raw, EPOLLIN | EPOLLRDHUP);
-          }
-        }
-        continue;
-      }
-      // The connection may have been closed (or its slot reused) earlier
-      // in this batch: the generation tells.
-      const size_t slot = static_cast<size_t>(tag & 0xffffffffu);
-      Conn* c = slot < by_slot.size() ? by_slot[slot] : nullptr;
-      if (!c || c->generation != static_cast<uint32_t>(tag >> 32)) continue;
-      if (c->responding) {
-        if (events[i].events & (EPOLLERR | EPOLLHUP)) {
-          close_conn(c);
-        } else if (events[i].events & EPOLLOUT) {
-          if (flush(c)) process(c);
-        }
-        continue;
-      }
-      if (events[i].events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) on_readable(c);
-    }
-    // Deadlines.
-    now = NowMs();
-    for (size_t i = 0; i < conns.size();) {
-      if (conns[i]->deadline_ms <= now) {
-        stats_.timeouts.fetch_add(1, std::memory_order_relaxed);
-        close_conn(conns[i].get());
-      } else {
-        ++i;
-      }
-    }
-  }
-  while (!conns.empty()) close_conn(conns.front().get());
+// Runs in a forked child, possibly from a pthread_atfork handler while the
+// parent's server thread was anywhere in its loop: only atomic exchanges
+// and close(), no locks or allocation. conn_fds_ is never resized while
+// the thread runs, so its storage is valid here. A connection accepted in
+// the instant between accept4() and its slot store (or unpublished but not
+// yet closed) leaks into the child; the opposite order could make the
+// child close an unrelated fd, which is worse.
+//
+// Afterwards the object is inert. The thread is a raw pthread_t, not a
+// std::thread: a std::thread copied by fork() is joinable, so destroying it
+// calls std::terminate, joining waits on a thread id that means nothing in
+// the child, and detach() releases resources of a thread that is not ours.
+// A pthread_t needs none of that: Stop() returns at once, and the
+// destructor leaks the Loop (the fork may have caught it mid-update) instead
+// of freeing it. Close() of a parent's connection in the child sends no FIN:
+// the parent still holds the socket.
+void HttpServer::CloseFdsAfterFork() noexcept {
+  forked_.store(true);
+  for (auto& slot : conn_fds_) CloseSlot(slot);
+  CloseSlot(listen_fd_);
+  CloseSlot(epoll_fd_);
+  CloseSlot(wake_fd_);
+  unlink_on_stop_ = false;  // the socket file belongs to the parent
 }
 
 }  // namespace uwsgi_prometheus

@@ -3,12 +3,14 @@
 // what to answer is decided by a handler called on the server thread.
 #pragma once
 
+#include <pthread.h>
+
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <string>
-#include <thread>
 #include <vector>
 
 namespace uwsgi_prometheus {
@@ -26,7 +28,9 @@ struct ListenAddress {
 };
 
 // Returns false with a message naming the problem when `text` is not a valid
-// address (empty, port 0 or > 65535, junk after the port, path too long...).
+// address (empty, port > 65535, junk after the port, path too long...).
+// Port 0 is accepted (the kernel picks a port; tests use it); callers that
+// need a fixed port reject it themselves.
 bool ParseListenAddress(const std::string& text, ListenAddress* out,
                         std::string* error);
 
@@ -70,7 +74,7 @@ struct HttpServerStats {
 
 class HttpServer {
  public:
-  HttpServer() = default;
+  HttpServer();
   ~HttpServer();  // Stop()s
   HttpServer(const HttpServer&) = delete;
   HttpServer& operator=(const HttpServer&) = delete;
@@ -98,23 +102,29 @@ class HttpServer {
   const HttpServerStats& stats() const { return stats_; }
 
  private:
-  struct Conn;
-  void Run();
+  class Loop;  // the event loop and all connection state (http.cc)
+  static void* ThreadMain(void* loop);
 
   HttpServerOptions options_;
   HttpHandler handler_;
-  // On the heap so that a forked child, where the thread does not exist,
-  // never joins or destroys it (see CloseFdsAfterFork).
-  std::thread* thread_ = nullptr;
-  std::atomic<bool> in_child_{false};
+  // A plain pthread rather than std::thread: in a forked child the thread
+  // does not exist, and a std::thread copy there can be neither joined nor
+  // destroyed (joinable -> std::terminate). See CloseFdsAfterFork in http.cc.
+  std::unique_ptr<Loop> loop_;
+  pthread_t thread_{};
+  bool thread_running_ = false;
+  std::atomic<bool> forked_{false};  // set by CloseFdsAfterFork: object is inert
   std::atomic<int> listen_fd_{-1};
   std::atomic<int> epoll_fd_{-1};
   std::atomic<int> wake_fd_{-1};
   // Open connection fds, published for CloseFdsAfterFork (-1 = free slot).
+  // Sized by Listen(), never resized while the thread runs.
   std::vector<std::atomic<int>> conn_fds_;
   std::atomic<bool> stopping_{false};
   uint16_t bound_port_ = 0;
   bool unlink_on_stop_ = false;
+  uint64_t unix_dev_ = 0;  // identity of the socket file we created, so
+  uint64_t unix_ino_ = 0;  // Stop() never removes someone else's file
   HttpServerStats stats_;
 };
 
