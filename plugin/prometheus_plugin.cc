@@ -225,7 +225,7 @@ void SetUpMultiproc() {
   const char* env = getenv("PROMETHEUS_MULTIPROC_DIR");
   if (!env) {
     setenv("PROMETHEUS_MULTIPROC_DIR", dir.c_str(), 1);
-  } else if (dir != env) {
+  } else if (dir != env && std::string(env) != std::string(config.multiproc_dir)) {
     Log(option + "PROMETHEUS_MULTIPROC_DIR is already set to '" + env +
         "', which the application will write to; the plugin reads '" + dir + "'");
   }
@@ -346,6 +346,17 @@ void MasterCleanup() noexcept {
 
 void OnLoad() noexcept { CheckBuild(); }
 
+// --prometheus-multiproc-dir is acted on as soon as it is parsed: language
+// plugins start their interpreters (and take their copy of the environment)
+// before any later hook, and prometheus_client reads PROMETHEUS_MULTIPROC_DIR
+// when it is imported.
+void SetMultiprocDir(char* opt, char* value, void* data) {
+  uwsgi_opt_set_str(opt, value, data);
+  if (value && *value && !getenv("PROMETHEUS_MULTIPROC_DIR")) {
+    setenv("PROMETHEUS_MULTIPROC_DIR", value, 1);
+  }
+}
+
 struct uwsgi_option options[] = {
     {const_cast<char*>("prometheus-socket"), required_argument, 0,
      const_cast<char*>("address of the Prometheus endpoint: :9117 (default), 127.0.0.1:9117, "
@@ -373,7 +384,7 @@ struct uwsgi_option options[] = {
     {const_cast<char*>("prometheus-multiproc-dir"), required_argument, 0,
      const_cast<char*>("merge prometheus_client multi-process metrics from this directory into "
                        "the scrape (sets PROMETHEUS_MULTIPROC_DIR for the workers)"),
-     uwsgi_opt_set_str, &config.multiproc_dir, 0},
+     SetMultiprocDir, &config.multiproc_dir, 0},
     {nullptr, 0, 0, nullptr, nullptr, nullptr, 0},
 };
 

@@ -265,7 +265,11 @@ class Uwsgi:
         shutil.rmtree(self.dir, ignore_errors=True)
 
     def __enter__(self):
-        return self.start()
+        try:
+            return self.start()
+        except BaseException:
+            self.cleanup()  # __exit__ does not run when __enter__ fails
+            raise
 
     def __exit__(self, *exc):
         self.cleanup()
