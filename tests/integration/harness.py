@@ -129,6 +129,18 @@ def application(environ, start_response):
         if uwsgi.cache_get(key) is None:
             uwsgi.cache_set(key, b'v')
     status = '200 OK'
+    if path in ('/mp', '/clash'):
+        # prometheus_client in multi-process mode (PROMETHEUS_MULTIPROC_DIR set by the plugin)
+        from prometheus_client import Counter, Gauge
+        m = globals().setdefault('_metrics', {})
+        if not m:
+            m['hits'] = Counter('app_hits', 'Hits.', ['path'])
+            m['live'] = Gauge('app_live', 'Set by each live worker.', multiprocess_mode='liveall')
+        m['hits'].labels(path).inc()
+        m['live'].set(os.getpid())
+        if path == '/clash' and 'clash' not in m:
+            m['clash'] = Gauge('uwsgi_workers', 'Clashes with the plugin.', multiprocess_mode='max')
+            m['clash'].set(99)
     if path.startswith('/status/'):
         # /status/CODE/SECONDS: answer CODE after sleeping SECONDS
         _, _, code, delay = path.split('/')

@@ -11,7 +11,9 @@ import subprocess
 import tempfile
 import unittest
 
-from harness import HERE
+import signal
+
+from harness import HERE, Uwsgi, parse_exposition, wait_for
 
 # The library must be Debian's (python3-prometheus-client), whatever runs the tests.
 SYSTEM_PYTHON = '/usr/bin/python3' if os.path.exists('/usr/bin/python3') else 'python3'
@@ -223,6 +225,64 @@ class HostileDirectory(unittest.TestCase):
         text, skipped = self.served()
         for name in ('counter_6.db', 'counter_7.db', 'counter_8.db', 'counter_9.db'):
             self.assertIn(name, skipped)
+
+
+class ThroughThePlugin(unittest.TestCase):
+    """prometheus-multiproc-dir in a real uWSGI: merged into the scrape, cleared at
+    start, live gauges of dead workers removed, clashes and bad files survived."""
+
+    def test_merged_cleared_marked_dead_and_robust(self):
+        if not library_available():
+            self.skipTest('python3-prometheus-client is not installed')
+        u = Uwsgi(workers=2)
+        mp = os.path.join(u.dir, 'mp')
+        os.makedirs(mp)
+        stale = os.path.join(mp, 'counter_1.db')
+        with open(stale, 'wb') as f:
+            f.write(b'stale')
+        with open(u.ini, 'a') as f:
+            f.write('prometheus-multiproc-dir = %s\n' % mp)
+        try:
+            u.start()
+            self.assertFalse(os.path.exists(stale))  # emptied when the master started
+            for _ in range(10):
+                u.request('/mp')
+            samples = parse_exposition(u.scrape())[0]
+            self.assertEqual(sum(v for (n, _), v in samples.items() if n == 'app_hits_total'), 10)
+            live = {dict(ls)['pid'] for (n, ls) in samples if n == 'app_live'}
+            self.assertTrue(live)
+
+            # a name that the plugin serves itself: one family, one log line
+            for _ in range(3):
+                u.request('/clash')
+            body = u.scrape()
+            body = u.scrape()
+            self.assertEqual(body.count('# TYPE uwsgi_workers gauge'), 1)
+            self.assertNotIn(' 99\n', ''.join(l + '\n' for l in body.splitlines()
+                                              if l.startswith('uwsgi_workers')))
+            self.assertEqual(u.read_log().count('family uwsgi_workers is served twice'), 1)
+
+            # a corrupt file and a FIFO appear: the scrape goes on, the counter moves
+            with open(os.path.join(mp, 'histogram_777.db'), 'wb') as f:
+                f.write(b'\x10\x00\x00\x00garbage!' * 10)
+            os.mkfifo(os.path.join(mp, 'gauge_all_778.db'))
+            samples = parse_exposition(u.scrape())[0]
+            self.assertEqual(sum(v for (n, _), v in samples.items() if n == 'app_hits_total'), 13)
+            skipped = samples[('uwsgi_prometheus_multiproc_skipped_files_total', frozenset())]
+            self.assertGreaterEqual(skipped, 2)
+            self.assertIn('multiproc: skipped gauge_all_778.db: not a regular file', u.read_log())
+
+            # a worker dies: its live gauge goes, its counts stay
+            victim = int(next(iter(live)))
+            live_file = os.path.join(mp, 'gauge_liveall_%d.db' % victim)
+            self.assertTrue(os.path.exists(live_file))
+            os.kill(victim, signal.SIGKILL)
+            wait_for(lambda: not os.path.exists(live_file), what='live gauge file removed')
+            samples = parse_exposition(u.scrape())[0]
+            self.assertNotIn(str(victim), {dict(ls)['pid'] for (n, ls) in samples if n == 'app_live'})
+            self.assertEqual(sum(v for (n, _), v in samples.items() if n == 'app_hits_total'), 13)
+        finally:
+            u.cleanup()
 
 
 if __name__ == '__main__':
