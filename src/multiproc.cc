@@ -11,6 +11,7 @@
 #include <cstring>
 #include <map>
 #include <set>
+#include <unordered_map>
 
 #include "model.h"
 
@@ -329,130 +330,209 @@ bool ParseDbFileName(std::string_view name, DbFile* file) {
   return !file->pid.empty() || file->type != "gauge";
 }
 
-void MergeDbFiles(const std::vector<DbFile>& files, std::vector<MetricFamily>* out) {
+int32_t KeyTable::Intern(std::string_view json, std::string* error) {
+  auto it = ids_.find(json);
+  if (it != ids_.end()) return it->second;
+  auto bad = bad_.find(json);
+  if (bad != bad_.end()) {
+    *error = bad->second;
+    return kInvalid;
+  }
+  texts_.push_back(std::make_unique<std::string>(json));
+  std::string_view stored(*texts_.back());
+  Entry e;
+  if (!ParseDbKey(json, &e.key, error)) {
+    bad_.emplace(stored, *error);
+    return kInvalid;
+  }
+  for (const auto& [name, value] : e.key.labels) {
+    if (name == "le") {
+      bool ok = true;
+      e.le = ParseBound(value, &ok);
+      e.has_le = ok;
+      if (!ok) {
+        *error = "bucket bound '" + value + "' is not a number";
+        bad_.emplace(stored, *error);
+        return kInvalid;
+      }
+      continue;
+    }
+    e.group.append(name).push_back('\0');
+    e.group.append(value).push_back('\0');
+  }
+  const auto id = static_cast<int32_t>(keys_.size());
+  keys_.push_back(std::move(e));
+  ids_.emplace(stored, id);
+  return id;
+}
+
+void KeyTable::Clear() {
+  ids_.clear();
+  bad_.clear();
+  keys_.clear();
+  texts_.clear();
+}
+
+void MergeDbFiles(const KeyTable& keys, const std::vector<DbFile>& files,
+                  std::vector<MetricFamily>* out) {
   using LabelSet = std::vector<std::pair<std::string, std::string>>;
+  // One metric: its type and gauge mode come from the first file it is seen in.
   struct Metric {
+    const std::string* name;
     std::string type;
     std::string mode;
-    std::string help;
-    std::map<std::pair<std::string, LabelSet>, double> samples;      // (sample, labels) -> value
-    std::map<std::pair<std::string, LabelSet>, double> timestamps;   // mostrecent
-    std::map<LabelSet, std::map<double, double>> buckets;            // labels w/o le -> le -> n
-    std::map<LabelSet, std::string> bucket_sample;                   // for names
+    const std::string* help;
+    std::vector<int32_t> key_ids;  // keys seen this scrape, in first-seen order
+    std::vector<std::pair<int32_t, const std::string*>> per_pid;  // gauge all/liveall
   };
-  std::map<std::string, Metric> metrics;
+  std::vector<Metric> metrics;
+  std::unordered_map<std::string_view, size_t> metric_index;
+  const size_t n = keys.size();
+  std::vector<int32_t> metric_of(n, -1);
+  std::vector<double> value(n, 0.0), timestamp(n, 0.0);
+  std::vector<char> seen(n, 0);
+  std::map<std::pair<int32_t, std::string>, double> pid_values;  // (key, pid) -> value
 
   for (const auto& f : files) {
-    for (const auto& [key, entry] : f.entries) {
-      auto [it, inserted] = metrics.try_emplace(key.metric);
-      Metric& m = it->second;
-      if (inserted) {
-        m.type = f.type;
-        m.mode = f.mode;
-        m.help = key.help;
+    for (const auto& [id, entry] : f.entries) {
+      if (id < 0 || static_cast<size_t>(id) >= n) continue;
+      const size_t k = static_cast<size_t>(id);
+      if (metric_of[k] < 0) {
+        const DbKey& key = keys.key(id);
+        auto [it, fresh] = metric_index.try_emplace(key.metric, metrics.size());
+        if (fresh) metrics.push_back({&key.metric, f.type, f.mode, &key.help, {}, {}});
+        metric_of[k] = static_cast<int32_t>(it->second);
       }
-      if (m.type != f.type) continue;  // same name written as two types: first wins
-      const double value = entry.value;
-      if (m.type == "gauge") {
-        const std::string& mode = f.mode;
-        std::pair<std::string, LabelSet> k{key.sample, key.labels};
-        if (mode == "min" || mode == "livemin") {
-          auto [s, fresh] = m.samples.try_emplace(k, value);
-          if (!fresh && value < s->second) s->second = value;
-        } else if (mode == "max" || mode == "livemax") {
-          auto [s, fresh] = m.samples.try_emplace(k, value);
-          if (!fresh && value > s->second) s->second = value;
-        } else if (mode == "sum" || mode == "livesum") {
-          m.samples[k] += value;
-        } else if (mode == "mostrecent" || mode == "livemostrecent") {
-          double& ts = m.timestamps[k];  // starts at 0, as prometheus_client's
-          if (ts < entry.timestamp) {
-            ts = entry.timestamp;
-            m.samples[k] = value;
-          }
-        } else {  // all, liveall: one sample per process, labelled pid
-          k.second.emplace_back("pid", f.pid);
-          std::sort(k.second.begin(), k.second.end());
-          m.samples[k] = value;
+      Metric& m = metrics[static_cast<size_t>(metric_of[k])];
+      if (m.type != f.type) continue;  // one name written as two types: the first wins
+      const double v = entry.value;
+      const bool first = !seen[k];
+      if (first) {
+        seen[k] = 1;
+        m.key_ids.push_back(id);
+      }
+      if (m.type != "gauge") {
+        value[k] += v;  // counters, histograms and summaries add up
+        continue;
+      }
+      const std::string& mode = m.mode;
+      if (mode == "min" || mode == "livemin") {
+        if (first || v < value[k]) value[k] = v;
+      } else if (mode == "max" || mode == "livemax") {
+        if (first || v > value[k]) value[k] = v;
+      } else if (mode == "sum" || mode == "livesum") {
+        value[k] += v;
+      } else if (mode == "mostrecent" || mode == "livemostrecent") {
+        if (timestamp[k] < entry.timestamp) {  // from 0, as prometheus_client
+          timestamp[k] = entry.timestamp;
+          value[k] = v;
+          seen[k] = 2;  // has a value
         }
-      } else if (m.type == "histogram") {
-        auto le = std::find_if(key.labels.begin(), key.labels.end(),
-                               [](const auto& l) { return l.first == "le"; });
-        if (le != key.labels.end()) {
-          bool ok = true;
-          const double bound = ParseBound(le->second, &ok);
-          if (!ok) continue;
-          LabelSet without(key.labels.begin(), key.labels.end());
-          without.erase(without.begin() + (le - key.labels.begin()));
-          m.buckets[without][bound] += value;
-        } else {
-          m.samples[{key.sample, key.labels}] += value;
-        }
-      } else {
-        m.samples[{key.sample, key.labels}] += value;
+      } else {  // all, liveall: one sample per process, labelled pid
+        pid_values[{id, f.pid}] = v;
       }
     }
   }
 
-  for (auto& [name, m] : metrics) {
+  auto labels_of = [](const LabelSet& ls) {
+    std::vector<ClientMetric::Label> out;
+    out.reserve(ls.size());
+    for (const auto& [k, v] : ls) out.push_back({k, v});
+    return out;
+  };
+  for (const Metric& m : metrics) {
+    const std::string& name = *m.name;
     MetricFamily family;
-    family.help = m.help;
-    auto labels_of = [](const LabelSet& ls) {
-      std::vector<ClientMetric::Label> out;
-      for (const auto& [k, v] : ls) out.push_back({k, v});
-      return out;
-    };
+    family.help = *m.help;
     if (m.type == "counter") {
       family.name = name + "_total";
       family.type = MetricType::Counter;
-      for (const auto& [k, v] : m.samples) {
-        if (k.first != family.name) continue;  // only _total is kept in multi-process mode
+      for (int32_t id : m.key_ids) {
+        const DbKey& key = keys.key(id);
+        if (key.sample != family.name) continue;  // only _total exists in multi-process mode
         ClientMetric c;
-        c.label = labels_of(k.second);
-        c.counter.value = v;
+        c.label = labels_of(key.labels);
+        c.counter.value = value[static_cast<size_t>(id)];
         family.metric.push_back(std::move(c));
       }
     } else if (m.type == "gauge") {
       family.name = name;
       family.type = MetricType::Gauge;
-      for (const auto& [k, v] : m.samples) {
-        if (k.first != name) continue;
+      const bool per_pid = !(m.mode == "min" || m.mode == "livemin" || m.mode == "max" ||
+                             m.mode == "livemax" || m.mode == "sum" || m.mode == "livesum" ||
+                             m.mode == "mostrecent" || m.mode == "livemostrecent");
+      const bool recent = m.mode == "mostrecent" || m.mode == "livemostrecent";
+      for (int32_t id : m.key_ids) {
+        const DbKey& key = keys.key(id);
+        if (key.sample != name) continue;
+        if (per_pid) {
+          for (auto it = pid_values.lower_bound({id, std::string()});
+               it != pid_values.end() && it->first.first == id; ++it) {
+            ClientMetric c;
+            LabelSet ls = key.labels;
+            ls.emplace_back("pid", it->first.second);
+            std::sort(ls.begin(), ls.end());
+            c.label = labels_of(ls);
+            c.gauge.value = it->second;
+            family.metric.push_back(std::move(c));
+          }
+          continue;
+        }
+        if (recent && seen[static_cast<size_t>(id)] != 2) continue;
         ClientMetric c;
-        c.label = labels_of(k.second);
-        c.gauge.value = v;
+        c.label = labels_of(key.labels);
+        c.gauge.value = value[static_cast<size_t>(id)];
         family.metric.push_back(std::move(c));
       }
     } else if (m.type == "summary") {
       family.name = name;
       family.type = MetricType::Summary;
-      std::map<LabelSet, ClientMetric> by_labels;
-      for (const auto& [k, v] : m.samples) {
-        ClientMetric& c = by_labels[k.second];
-        if (k.first == name + "_count") c.summary.sample_count = static_cast<uint64_t>(v);
-        if (k.first == name + "_sum") c.summary.sample_sum = v;
+      std::map<std::string, ClientMetric> by_labels;
+      for (int32_t id : m.key_ids) {
+        const DbKey& key = keys.key(id);
+        const bool count = key.sample == name + "_count", sum = key.sample == name + "_sum";
+        if (!count && !sum) continue;
+        ClientMetric& c = by_labels[keys.group(id)];
+        c.label = labels_of(key.labels);
+        if (count) c.summary.sample_count = static_cast<uint64_t>(value[static_cast<size_t>(id)]);
+        if (sum) c.summary.sample_sum = value[static_cast<size_t>(id)];
       }
-      for (auto& [ls, c] : by_labels) {
-        c.label = labels_of(ls);
-        family.metric.push_back(std::move(c));
-      }
-    } else {  // histogram
+      for (auto& [group, c] : by_labels) family.metric.push_back(std::move(c));
+    } else {  // histogram: buckets summed, then accumulated; _count is the +Inf bucket
       family.name = name;
       family.type = MetricType::Histogram;
-      std::map<LabelSet, ClientMetric> by_labels;
-      for (const auto& [ls, bounds] : m.buckets) {
-        ClientMetric& c = by_labels[ls];
+      std::map<std::string, std::map<double, double>> buckets;
+      std::map<std::string, std::pair<int32_t, double>> sums;  // group -> (a key id, _sum)
+      for (int32_t id : m.key_ids) {
+        const DbKey& key = keys.key(id);
+        const double v = value[static_cast<size_t>(id)];
+        if (keys.has_le(id)) {
+          buckets[keys.group(id)][keys.le(id)] += v;
+        } else if (key.sample == name + "_sum") {
+          sums[keys.group(id)] = {id, v};
+        }
+      }
+      for (const auto& [group, bounds] : buckets) {
+        ClientMetric c;
+        auto s = sums.find(group);
+        // labels without le: from the _sum key, or any bucket key of the group
+        for (int32_t id : m.key_ids) {
+          if (keys.group(id) == group) {
+            LabelSet ls;
+            for (const auto& l : keys.key(id).labels) {
+              if (l.first != "le") ls.push_back(l);
+            }
+            c.label = labels_of(ls);
+            break;
+          }
+        }
         double acc = 0;
-        for (const auto& [bound, n] : bounds) {
-          acc += n;
+        for (const auto& [bound, count] : bounds) {
+          acc += count;
           c.histogram.bucket.push_back({static_cast<uint64_t>(acc), bound});
         }
-        c.histogram.sample_count = static_cast<uint64_t>(acc);  // _count is the +Inf bucket
-      }
-      for (const auto& [k, v] : m.samples) {
-        if (k.first == name + "_sum") by_labels[k.second].histogram.sample_sum = v;
-      }
-      for (auto& [ls, c] : by_labels) {
-        c.label = labels_of(ls);
+        c.histogram.sample_count = static_cast<uint64_t>(acc);
+        if (s != sums.end()) c.histogram.sample_sum = s->second.second;
         family.metric.push_back(std::move(c));
       }
     }
@@ -463,6 +543,7 @@ void MergeDbFiles(const std::vector<DbFile>& files, std::vector<MetricFamily>* o
 void MultiprocCollector::Collect(
     std::vector<MetricFamily>* out,
     const std::function<void(const std::string&, const std::string&)>& skipped) {
+  if (keys_.size() > 200000) keys_.Clear();  // bound memory against key churn
   int dirfd = open(dir_.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (dirfd < 0) {
     ++stats_.files_skipped;
@@ -479,7 +560,8 @@ void MultiprocCollector::Collect(
     std::string_view n(e->d_name);
     if (n.size() > 3 && n.substr(n.size() - 3) == ".db") names.emplace_back(n);
   }
-  std::sort(names.begin(), names.end());  // a stable merge order (first help wins)
+  // Directory order, as prometheus_client's glob: the same float sums, the
+  // same first help text.
 
   std::vector<DbFile> files;
   for (const auto& name : names) {
@@ -535,22 +617,23 @@ void MultiprocCollector::Collect(
       continue;
     }
     bool bad = false;
+    file.entries.reserve(entries.size());
     for (const auto& e : entries) {
-      DbKey key;
-      if (!ParseDbKey(e.key, &key, &error)) {
+      const int32_t id = keys_.Intern(e.key, &error);
+      if (id == KeyTable::kInvalid) {
         bad = true;
         continue;  // serve the rest of the file
       }
       DbEntry value = e;
       value.key = {};  // points into `data`, which goes away
-      file.entries.emplace_back(std::move(key), value);
+      file.entries.emplace_back(id, value);
     }
     if (bad) skip("some keys are not valid: " + error);
     ++stats_.files_read;
     files.push_back(std::move(file));
   }
   closedir(d);
-  MergeDbFiles(files, out);
+  MergeDbFiles(keys_, files, out);
 }
 
 void MultiprocCollector::MarkProcessDead(const std::string& dir, long pid) {

@@ -11,7 +11,9 @@
 #include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <string>
+#include <unordered_map>
 #include <string_view>
 #include <vector>
 
@@ -44,6 +46,36 @@ struct DbKey {
 // Parses a key; strings are JSON-unescaped and checked to be valid UTF-8.
 bool ParseDbKey(std::string_view json, DbKey* key, std::string* error);
 
+// Keys parsed once and remembered: every process writes the same keys, so a
+// scrape looks each one up instead of parsing JSON again.
+class KeyTable {
+ public:
+  static constexpr int32_t kInvalid = -1;
+  // The id of `json`, parsing it the first time; kInvalid (with `error`)
+  // when it is not a valid key.
+  int32_t Intern(std::string_view json, std::string* error);
+  const DbKey& key(int32_t id) const { return keys_[static_cast<size_t>(id)].key; }
+  // For histogram keys: whether there is an `le` label and its bound.
+  bool has_le(int32_t id) const { return keys_[static_cast<size_t>(id)].has_le; }
+  double le(int32_t id) const { return keys_[static_cast<size_t>(id)].le; }
+  // The labels without `le`, joined, to group a histogram's buckets.
+  const std::string& group(int32_t id) const { return keys_[static_cast<size_t>(id)].group; }
+  size_t size() const { return keys_.size(); }
+  void Clear();
+
+ private:
+  struct Entry {
+    DbKey key;
+    bool has_le = false;
+    double le = 0;
+    std::string group;
+  };
+  std::vector<std::unique_ptr<std::string>> texts_;  // stable storage for the map's views
+  std::unordered_map<std::string_view, int32_t> ids_;
+  std::vector<Entry> keys_;
+  std::unordered_map<std::string_view, std::string> bad_;  // invalid keys and why
+};
+
 struct MultiprocStats {
   uint64_t files_read = 0;
   uint64_t files_skipped = 0;
@@ -71,7 +103,7 @@ class MultiprocCollector {
   std::string dir_;
   size_t max_file_bytes_;
   MultiprocStats stats_;
-  std::string buffer_;
+  KeyTable keys_;
 };
 
 // Merges parsed files: exposed for tests and the fuzzer.
@@ -79,12 +111,13 @@ struct DbFile {
   std::string type;  // counter, gauge, histogram, summary
   std::string mode;  // gauge mode (all, liveall, livesum, max, min, sum, mostrecent, ...)
   std::string pid;   // process id part of the name
-  std::vector<std::pair<DbKey, DbEntry>> entries;
+  std::vector<std::pair<int32_t, DbEntry>> entries;  // key ids in a KeyTable
 };
 
 // Splits "gauge_livesum_123.db" / "counter_123.db"; false if not such a name.
 bool ParseDbFileName(std::string_view name, DbFile* file);
 
-void MergeDbFiles(const std::vector<DbFile>& files, std::vector<prometheus::MetricFamily>* out);
+void MergeDbFiles(const KeyTable& keys, const std::vector<DbFile>& files,
+                  std::vector<prometheus::MetricFamily>* out);
 
 }  // namespace uwsgi_prometheus

@@ -19,17 +19,21 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   file.type = size % 4 == 0 ? "counter" : size % 4 == 1 ? "gauge" : size % 4 == 2 ? "histogram" : "summary";
   file.mode = "mostrecent";
   file.pid = "1";
+  KeyTable keys;
   if (ParseDbFile(copy, &entries, &layout, &error)) {
     for (const auto& e : entries) {
-      DbKey key;
-      if (ParseDbKey(e.key, &key, &error)) file.entries.emplace_back(std::move(key), e);
+      const int32_t id = keys.Intern(e.key, &error);
+      if (id != KeyTable::kInvalid) file.entries.emplace_back(id, e);
     }
   }
   // Keys alone, too: the fuzzer finds JSON edge cases faster this way.
-  DbKey key;
-  if (ParseDbKey(std::string_view(copy), &key, &error)) file.entries.emplace_back(key, DbEntry{});
+  const int32_t id = keys.Intern(std::string_view(copy), &error);
+  if (id != KeyTable::kInvalid) file.entries.emplace_back(id, DbEntry{});
+  // The same entries again as another process' file: exercises the merge.
+  DbFile second = file;
+  second.pid = "2";
   std::vector<prometheus::MetricFamily> families;
-  MergeDbFiles({file}, &families);
+  MergeDbFiles(keys, {file, second}, &families);
   RenderText(families);
   return 0;
 }
