@@ -78,14 +78,19 @@ class DjangoStack(unittest.TestCase):
     def test_traffic_is_counted_everywhere(self):
         base = 'http://127.0.0.1:%d' % self.ports['nginx']
         total = 0
-        for path, (_, n) in self.TRAFFIC.items():
-            for _ in range(n):
-                try:
-                    status, _ = get(base + path)
-                except urllib.error.HTTPError as e:
-                    status = e.code
-                self.assertEqual(status, 500 if path == '/error' else 200)
-                total += 1
+        # One request per path first, so that every series exists before the
+        # rest arrives and the dashboard's rates see counters move.
+        for phase in (0, 1):
+            for path, (_, n) in self.TRAFFIC.items():
+                for _ in range(1 if phase == 0 else n - 1):
+                    try:
+                        status, _ = get(base + path)
+                    except urllib.error.HTTPError as e:
+                        status = e.code
+                    self.assertEqual(status, 500 if path == '/error' else 200)
+                    total += 1
+            if phase == 0:
+                time.sleep(3)  # three scrapes
         # /metrics is not served through the public proxy
         with self.assertRaises(urllib.error.HTTPError) as e:
             get(base + '/metrics')
@@ -119,6 +124,30 @@ class DjangoStack(unittest.TestCase):
         self.eventually('nginx_up', {json.dumps({'__name__': 'nginx_up', 'instance': '127.0.0.1:%d'
                                                  % self.ports['nginx-exporter'], 'job': 'nginx'},
                                                 sort_keys=True): 1.0})
+
+        # Every query of the Grafana dashboard returns data from this stack.
+        with open(os.path.join(ROOT, 'examples', 'grafana', 'uwsgi-dashboard.json')) as f:
+            dashboard = json.load(f)
+        exprs = [t['expr'] for p in dashboard['panels'] for t in p['targets']]
+        self.assertGreaterEqual(len(exprs), 10)
+        for expr in exprs:
+            q = expr.replace('$instance', '.*').replace('$__rate_interval', '1m')
+            with self.subTest(expr=q):
+                if 'cheap|pause|sig' in q:
+                    # no worker is in those states here
+                    result = self.query(q)
+                    self.assertTrue(result)
+                    self.assertEqual(set(result.values()), {0.0})
+                    continue
+                moving = 'rate(' in q and 'respawn' not in q and 'harakiri' not in q
+                deadline = time.monotonic() + 20  # a rate needs two scrapes in its window
+                while True:
+                    result = self.query(q)
+                    ok = result and (not moving or any(v == v and v > 0 for v in result.values()))
+                    if ok or time.monotonic() > deadline:
+                        break
+                    time.sleep(0.5)
+                self.assertTrue(ok, result)
 
 
 if __name__ == '__main__':
