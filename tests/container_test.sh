@@ -30,7 +30,7 @@ if ! podman image exists debian:bookworm-slim; then
 fi
 
 start=$(date +%s)
-podman build --network=host -f "$root/examples/docker/Dockerfile" -t uwsgi-prometheus-demo "$root"
+podman build --format docker --network=host -f "$root/examples/docker/Dockerfile" -t uwsgi-prometheus-demo "$root"
 built=$(date +%s)
 
 name=uwsgi-prometheus-demo-test
