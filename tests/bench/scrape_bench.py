@@ -43,7 +43,7 @@ def plugin_thread(pid):
         with open('/proc/%d/task/%d/comm' % (pid, t)) as f:
             names[t] = f.read().strip()
     for t, name in names.items():
-        if name == 'uwsgi-prom':
+        if name == 'prometheus-http':
             return t
     return None
 
