@@ -174,26 +174,27 @@ void SetUpRequestStats() {
   const bool per_app = config.per_app != 0;
   RequestStats::RenderOptions render;
   render.per_worker = config.per_worker != 0;
-  state.exporter->AddProvider([per_app, render](const Snapshot& snapshot, bool taken,
-                                                std::vector<prometheus::MetricFamily>* out) {
+  // Per-app labels: each worker's slot j + 1 is that worker's app id j,
+  // labelled with the mountpoint that worker reports (app ids are per
+  // worker). Kept from the last snapshot taken when one cannot be read.
+  auto last_labels = std::make_shared<std::vector<std::vector<std::string>>>();
+  state.exporter->AddProvider([per_app, render, last_labels](
+                                  const Snapshot& snapshot, bool taken,
+                                  std::vector<prometheus::MetricFamily>* out) {
     RequestStats::RenderOptions options = render;
     if (per_app) {
-      // Slot j + 1 is app id j; its label is the mountpoint the first worker
-      // that has such an app reports.
-      const uint32_t apps = state.requests->header()->apps;
-      options.app_labels.assign(apps, std::string());
-      options.app_labels[0] = "(no app)";
-      for (uint32_t j = 1; j < apps; ++j) {
-        bool found = false;
-        for (const auto& w : snapshot.workers) {
-          if (taken && w.id != 0 && w.apps.size() >= j) {
-            options.app_labels[j] = SanitizeLabelValue(w.apps[j - 1].mountpoint, 512);
-            found = true;
-            break;
+      if (taken) {
+        last_labels->resize(snapshot.workers.size());
+        for (size_t w = 0; w < snapshot.workers.size(); ++w) {
+          auto& labels = (*last_labels)[w];
+          labels.assign(1, "(no app)");
+          for (const auto& app : snapshot.workers[w].apps) {
+            labels.push_back(SanitizeLabelValue(app.mountpoint, 512));
           }
         }
-        if (!found) options.app_labels[j] = "(app " + std::to_string(j - 1) + ")";
       }
+      options.app_labels = *last_labels;
+      if (options.app_labels.empty()) options.app_labels.resize(1);  // still per app
     }
     state.requests->AppendFamilies(options, out);
   });
@@ -280,6 +281,8 @@ bool StartServer(std::string* error) {
   return true;
 }
 
+void StopAtExit();
+
 // preinit_apps: in the master, after the worker table exists and before
 // workers fork. Binds the endpoint so a busy port stops start-up.
 void PreinitApps() noexcept {
@@ -302,6 +305,7 @@ void PreinitApps() noexcept {
     SetUpMultiproc();
     if (!state.atfork_registered) {
       pthread_atfork(nullptr, nullptr, AfterForkInChild);
+      atexit(StopAtExit);
       state.atfork_registered = true;
     }
     std::string error;
@@ -320,7 +324,11 @@ void PreinitApps() noexcept {
 // that started it (daemonize2), where the thread does not exist.
 void MasterCycle() noexcept {
   state.last_cycle_ns.store(MonotonicNs(), std::memory_order_relaxed);
-  MarkDeadWorkers();
+  try {
+    MarkDeadWorkers();
+  } catch (const std::exception& e) {
+    Log(std::string("cannot clean up a dead worker's files: ") + e.what());
+  }
   if (!state.exporter || state.server_pid == getpid()) return;
   static int64_t last_try_ns = 0;
   const int64_t now = MonotonicNs();
@@ -343,6 +351,11 @@ void MasterCleanup() noexcept {
     state.server->Stop();
   }
 }
+
+// uWSGI registers master_cleanup only when its master loop starts; an exit
+// before that (a failing app with need-app, say) must still stop the thread
+// before the process tears down what a scrape uses.
+void StopAtExit() { MasterCleanup(); }
 
 void OnLoad() noexcept { CheckBuild(); }
 

@@ -208,10 +208,12 @@ const Spec kSpecs[] = {
 
 // kSpecs in name order (the order of the exposition).
 const std::vector<const Spec*>& SpecsByName() {
-  static const std::vector<const Spec*> sorted = [] {
-    std::vector<const Spec*> v;
-    for (const auto& s : kSpecs) v.push_back(&s);
-    std::sort(v.begin(), v.end(),
+  // Never destroyed: a scrape on the server thread may still be running while
+  // the process exits.
+  static const std::vector<const Spec*>& sorted = *[] {
+    auto* v = new std::vector<const Spec*>;
+    for (const auto& s : kSpecs) v->push_back(&s);
+    std::sort(v->begin(), v->end(),
               [](const Spec* a, const Spec* b) { return std::strcmp(a->name, b->name) < 0; });
     return v;
   }();

@@ -198,6 +198,14 @@ bool ValidLabelName(std::string_view n) {
   return ValidMetricName(n) && !(n.size() >= 2 && n[0] == '_' && n[1] == '_');
 }
 
+// A count read from a file, as an integer: garbage (NaN, negative, huge)
+// becomes 0 or saturates instead of being undefined behaviour.
+uint64_t Count(double v) {
+  if (!(v > 0)) return 0;
+  if (v >= 1.8e19) return UINT64_MAX;
+  return static_cast<uint64_t>(v);
+}
+
 bool ValidUtf8(std::string_view s) { return SanitizeLabelValue(s, s.size() + 1) == s; }
 
 // The value as Go and prometheus_client print a bucket bound, for keys.
@@ -316,10 +324,13 @@ bool ParseDbFileName(std::string_view name, DbFile* file) {
     if (second == std::string_view::npos) return false;
     file->mode = std::string(rest.substr(0, second));
     rest = rest.substr(second + 1);
-    static const std::set<std::string> kModes = {"all", "liveall", "min", "livemin",
-                                                 "max", "livemax", "sum", "livesum",
-                                                 "mostrecent", "livemostrecent"};
-    if (!kModes.count(file->mode)) return false;
+    static const char* const kModes[] = {"all", "liveall", "min", "livemin", "max",
+                                         "livemax", "sum", "livesum", "mostrecent",
+                                         "livemostrecent"};
+    if (std::none_of(std::begin(kModes), std::end(kModes),
+                     [&](const char* m) { return file->mode == m; })) {
+      return false;
+    }
   } else if (file->type != "counter" && file->type != "histogram" && file->type != "summary") {
     return false;
   }
@@ -345,6 +356,13 @@ int32_t KeyTable::Intern(std::string_view json, std::string* error) {
     bad_.emplace(stored, *error);
     return kInvalid;
   }
+  std::string series = e.key.metric;
+  series.push_back('\0');
+  series.append(e.key.sample).push_back('\0');
+  for (const auto& [name, value] : e.key.labels) {
+    series.append(name).push_back('\0');
+    series.append(value).push_back('\0');
+  }
   for (const auto& [name, value] : e.key.labels) {
     if (name == "le") {
       bool ok = true;
@@ -360,6 +378,12 @@ int32_t KeyTable::Intern(std::string_view json, std::string* error) {
     e.group.append(name).push_back('\0');
     e.group.append(value).push_back('\0');
   }
+  // Keys that differ only in help text (an app redeployed with new help,
+  // older processes' files still there) are one series, as prometheus_client
+  // merges by sample name and labels.
+  auto [series_it, fresh] = series_.try_emplace(std::move(series), static_cast<int32_t>(series_.size()));
+  e.series = series_it->second;
+  (void)fresh;
   const auto id = static_cast<int32_t>(keys_.size());
   keys_.push_back(std::move(e));
   ids_.emplace(stored, id);
@@ -367,6 +391,7 @@ int32_t KeyTable::Intern(std::string_view json, std::string* error) {
 }
 
 void KeyTable::Clear() {
+  series_.clear();
   ids_.clear();
   bad_.clear();
   keys_.clear();
@@ -387,7 +412,7 @@ void MergeDbFiles(const KeyTable& keys, const std::vector<DbFile>& files,
   };
   std::vector<Metric> metrics;
   std::unordered_map<std::string_view, size_t> metric_index;
-  const size_t n = keys.size();
+  const size_t n = keys.series_count();
   std::vector<int32_t> metric_of(n, -1);
   std::vector<double> value(n, 0.0), timestamp(n, 0.0);
   std::vector<char> seen(n, 0);
@@ -395,8 +420,8 @@ void MergeDbFiles(const KeyTable& keys, const std::vector<DbFile>& files,
 
   for (const auto& f : files) {
     for (const auto& [id, entry] : f.entries) {
-      if (id < 0 || static_cast<size_t>(id) >= n) continue;
-      const size_t k = static_cast<size_t>(id);
+      if (id < 0 || static_cast<size_t>(id) >= keys.size()) continue;
+      const size_t k = static_cast<size_t>(keys.series(id));
       if (metric_of[k] < 0) {
         const DbKey& key = keys.key(id);
         auto [it, fresh] = metric_index.try_emplace(key.metric, metrics.size());
@@ -429,11 +454,12 @@ void MergeDbFiles(const KeyTable& keys, const std::vector<DbFile>& files,
           seen[k] = 2;  // has a value
         }
       } else {  // all, liveall: one sample per process, labelled pid
-        pid_values[{id, f.pid}] = v;
+        pid_values[{static_cast<int32_t>(k), f.pid}] = v;
       }
     }
   }
 
+  auto S = [&](int32_t id) { return static_cast<size_t>(keys.series(id)); };
   auto labels_of = [](const LabelSet& ls) {
     std::vector<ClientMetric::Label> out;
     out.reserve(ls.size());
@@ -452,7 +478,7 @@ void MergeDbFiles(const KeyTable& keys, const std::vector<DbFile>& files,
         if (key.sample != family.name) continue;  // only _total exists in multi-process mode
         ClientMetric c;
         c.label = labels_of(key.labels);
-        c.counter.value = value[static_cast<size_t>(id)];
+        c.counter.value = value[S(id)];
         family.metric.push_back(std::move(c));
       }
     } else if (m.type == "gauge") {
@@ -466,10 +492,15 @@ void MergeDbFiles(const KeyTable& keys, const std::vector<DbFile>& files,
         const DbKey& key = keys.key(id);
         if (key.sample != name) continue;
         if (per_pid) {
-          for (auto it = pid_values.lower_bound({id, std::string()});
-               it != pid_values.end() && it->first.first == id; ++it) {
+          const auto series = static_cast<int32_t>(S(id));
+          for (auto it = pid_values.lower_bound({series, std::string()});
+               it != pid_values.end() && it->first.first == series; ++it) {
             ClientMetric c;
             LabelSet ls = key.labels;
+            // the process' pid replaces a label of the same name, as in prometheus_client
+            ls.erase(std::remove_if(ls.begin(), ls.end(),
+                                    [](const auto& l) { return l.first == "pid"; }),
+                     ls.end());
             ls.emplace_back("pid", it->first.second);
             std::sort(ls.begin(), ls.end());
             c.label = labels_of(ls);
@@ -478,10 +509,10 @@ void MergeDbFiles(const KeyTable& keys, const std::vector<DbFile>& files,
           }
           continue;
         }
-        if (recent && seen[static_cast<size_t>(id)] != 2) continue;
+        if (recent && seen[S(id)] != 2) continue;
         ClientMetric c;
         c.label = labels_of(key.labels);
-        c.gauge.value = value[static_cast<size_t>(id)];
+        c.gauge.value = value[S(id)];
         family.metric.push_back(std::move(c));
       }
     } else if (m.type == "summary") {
@@ -494,8 +525,8 @@ void MergeDbFiles(const KeyTable& keys, const std::vector<DbFile>& files,
         if (!count && !sum) continue;
         ClientMetric& c = by_labels[keys.group(id)];
         c.label = labels_of(key.labels);
-        if (count) c.summary.sample_count = static_cast<uint64_t>(value[static_cast<size_t>(id)]);
-        if (sum) c.summary.sample_sum = value[static_cast<size_t>(id)];
+        if (count) c.summary.sample_count = Count(value[S(id)]);
+        if (sum) c.summary.sample_sum = value[S(id)];
       }
       for (auto& [group, c] : by_labels) family.metric.push_back(std::move(c));
     } else {  // histogram: buckets summed, then accumulated; _count is the +Inf bucket
@@ -505,7 +536,7 @@ void MergeDbFiles(const KeyTable& keys, const std::vector<DbFile>& files,
       std::map<std::string, std::pair<int32_t, double>> sums;  // group -> (a key id, _sum)
       for (int32_t id : m.key_ids) {
         const DbKey& key = keys.key(id);
-        const double v = value[static_cast<size_t>(id)];
+        const double v = value[S(id)];
         if (keys.has_le(id)) {
           buckets[keys.group(id)][keys.le(id)] += v;
         } else if (key.sample == name + "_sum") {
@@ -529,9 +560,9 @@ void MergeDbFiles(const KeyTable& keys, const std::vector<DbFile>& files,
         double acc = 0;
         for (const auto& [bound, count] : bounds) {
           acc += count;
-          c.histogram.bucket.push_back({static_cast<uint64_t>(acc), bound});
+          c.histogram.bucket.push_back({Count(acc), bound});
         }
-        c.histogram.sample_count = static_cast<uint64_t>(acc);
+        c.histogram.sample_count = Count(acc);
         if (s != sums.end()) c.histogram.sample_sum = s->second.second;
         family.metric.push_back(std::move(c));
       }
@@ -543,7 +574,7 @@ void MergeDbFiles(const KeyTable& keys, const std::vector<DbFile>& files,
 void MultiprocCollector::Collect(
     std::vector<MetricFamily>* out,
     const std::function<void(const std::string&, const std::string&)>& skipped) {
-  if (keys_.size() > 200000) keys_.Clear();  // bound memory against key churn
+  if (keys_.size() + keys_.bad_size() > 200000) keys_.Clear();  // bound memory against churn
   int dirfd = open(dir_.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (dirfd < 0) {
     ++stats_.files_skipped;

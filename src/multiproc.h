@@ -61,6 +61,10 @@ class KeyTable {
   // The labels without `le`, joined, to group a histogram's buckets.
   const std::string& group(int32_t id) const { return keys_[static_cast<size_t>(id)].group; }
   size_t size() const { return keys_.size(); }
+  // Keys naming the same (metric, sample, labels) share a series id.
+  int32_t series(int32_t id) const { return keys_[static_cast<size_t>(id)].series; }
+  size_t series_count() const { return series_.size(); }
+  size_t bad_size() const { return bad_.size(); }
   void Clear();
 
  private:
@@ -69,11 +73,13 @@ class KeyTable {
     bool has_le = false;
     double le = 0;
     std::string group;
+    int32_t series = 0;
   };
   std::vector<std::unique_ptr<std::string>> texts_;  // stable storage for the map's views
   std::unordered_map<std::string_view, int32_t> ids_;
   std::vector<Entry> keys_;
   std::unordered_map<std::string_view, std::string> bad_;  // invalid keys and why
+  std::unordered_map<std::string, int32_t> series_;       // metric, sample, labels -> id
 };
 
 struct MultiprocStats {

@@ -186,7 +186,13 @@ void RequestStats::AppendFamilies(const RenderOptions& options,
                                   std::vector<MetricFamily>* out) const {
   const RequestStatsHeader* h = header_;
   if (!h) return;
-  const bool per_app = options.app_labels.size() == h->apps && h->apps > 1;
+  const bool per_app = !options.app_labels.empty() && h->apps > 1;
+  auto app_label = [&](uint32_t w, uint32_t a) {
+    if (w < options.app_labels.size() && a < options.app_labels[w].size()) {
+      return options.app_labels[w][a];
+    }
+    return a == 0 ? std::string("(no app)") : "(app " + std::to_string(a - 1) + ")";
+  };
 
   // Group slots into series: key = (worker label, app label).
   struct Sums {
@@ -208,7 +214,7 @@ void RequestStats::AppendFamilies(const RenderOptions& options,
       const uint64_t count = s->count.load(std::memory_order_acquire);
       if (count == 0) continue;
       auto& sum = series[{options.per_worker ? std::to_string(w + 1) : std::string(),
-                          per_app ? options.app_labels[a] : std::string()}];
+                          per_app ? app_label(w, a) : std::string()}];
       sum.duration.resize(h->duration_buckets + 1);
       for (uint32_t b = 0; b <= h->duration_buckets; ++b) {
         sum.duration[b] += s->duration_buckets[b].load(relaxed);

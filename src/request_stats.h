@@ -52,7 +52,8 @@ struct RequestStatsOptions {
 bool ParseBuckets(const std::string& text, std::vector<double>* out, std::string* error);
 
 inline const std::vector<double>& DefaultDurationBounds() {
-  static const std::vector<double> bounds = {.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10};
+  static const std::vector<double>& bounds =  // never destroyed (used until exit)
+      *new std::vector<double>{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10};
   return bounds;
 }
 
@@ -122,7 +123,9 @@ class RequestStats {
   // app slots (mountpoints) when per-app; `per_worker` adds worker_id.
   struct RenderOptions {
     bool per_worker = false;
-    std::vector<std::string> app_labels;  // size == apps when per-app
+    // Per-app: app_labels[worker index][app slot] is the mountpoint label of
+    // that worker's slot (app ids are per worker). Empty: not per app.
+    std::vector<std::vector<std::string>> app_labels;
   };
   void AppendFamilies(const RenderOptions& options,
                       std::vector<prometheus::MetricFamily>* out) const;

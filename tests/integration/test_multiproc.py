@@ -216,6 +216,21 @@ class HostileDirectory(unittest.TestCase):
         self.assertIn('counter_5.db', skipped)
         self.assertIn('u_total{v="\ufffd\ufffd"} 4', text)
 
+    def test_same_series_under_another_help_text_adds_up(self):
+        # an app redeployed with a new help text; older workers' files remain
+        self.entry_file('counter_20.db', [('["r", "r_total", {"a": "x"}, "Old help."]', 5.0)])
+        self.entry_file('counter_21.db', [('["r", "r_total", {"a": "x"}, "New help."]', 7.0)])
+        text, _ = self.served()
+        self.assertIn('r_total{a="x"} 12\n', text)
+        self.assertEqual(text.count('r_total{a="x"}'), 1)
+
+    def test_a_pid_label_of_the_app_is_not_repeated(self):
+        self.entry_file('gauge_all_30.db', [('["g", "g", {"pid": "mine"}, "G."]', 5.0)])
+        text, _ = self.served()
+        self.assertIn('g{pid="30"} 5\n', text)  # prometheus_client's pid wins, once
+        from expo_lint import lint
+        self.assertEqual(lint(text.encode()), [])
+
     def test_fifo_symlink_directory_and_huge_file(self):
         os.mkfifo(os.path.join(self.dir, 'counter_6.db'))
         os.symlink(self.good, os.path.join(self.dir, 'counter_7.db'))

@@ -138,14 +138,25 @@ TEST_CASE("per-worker and per-app series", "[request_stats]") {
   stats.Observe(o);
   RequestStats::RenderOptions r;
   r.per_worker = true;
-  r.app_labels = {"(no app)", "/a", "/b"};
+  r.app_labels = {{"(no app)", "/a", "/b"}, {"(no app)", "/c", "/a"}};  // ids are per worker
   std::vector<MetricFamily> fs;
   stats.AppendFamilies(r, &fs);
   const auto& d = Family(fs, "uwsgi_request_duration_seconds");
   REQUIRE(d.metric.size() == 2);
   CHECK(d.metric[0].label ==
         std::vector<prometheus::ClientMetric::Label>{{"mountpoint", "/a"}, {"worker_id", "1"}});
+  // worker 2's slot 2 is its own app /a: the same series name, its own worker_id
+  CHECK(d.metric[1].label ==
+        std::vector<prometheus::ClientMetric::Label>{{"mountpoint", "/a"}, {"worker_id", "2"}});
   CHECK(d.metric[1].histogram.sample_count == 2);
+  SECTION("summed over workers, apps with the same mountpoint are one series") {
+    r.per_worker = false;
+    std::vector<MetricFamily> summed;
+    stats.AppendFamilies(r, &summed);
+    const auto& s = Family(summed, "uwsgi_request_duration_seconds");
+    REQUIRE(s.metric.size() == 1);
+    CHECK(s.metric[0].histogram.sample_count == 3);
+  }
 }
 
 TEST_CASE("threads and forked processes add without losing counts", "[request_stats]") {
