@@ -13,13 +13,12 @@ RSS with and without the plugin loaded.
 """
 import argparse
 import os
-import socket
 import statistics
 import sys
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'integration'))
-from harness import Uwsgi, free_port, wait_for  # noqa: E402
+from harness import Uwsgi, connect, free_port, read_until_eof  # noqa: E402
 
 TICKS = os.sysconf('SC_CLK_TCK')
 # Both endpoints on TCP loopback, as uwsgi_exporter usually reads the stats
@@ -58,31 +57,19 @@ def rss_kib(pid):
 
 def scrape(port):
     t0 = time.perf_counter_ns()
-    with socket.create_connection(('127.0.0.1', port), timeout=30) as s:
+    with connect(('127.0.0.1', port), timeout=30) as s:
         s.sendall(b'GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n')
-        chunks = []
-        while True:
-            d = s.recv(262144)
-            if not d:
-                break
-            chunks.append(d)
+        data = read_until_eof(s)
     t1 = time.perf_counter_ns()
-    data = b''.join(chunks)
     assert data.startswith(b'HTTP/1.1 200'), data[:100]
     return (t1 - t0) / 1e6, len(data.split(b'\r\n\r\n', 1)[1])
 
 
 def read_json(address):
     t0 = time.perf_counter_ns()
-    with socket.create_connection(address, timeout=30) as s:
-        chunks = []
-        while True:
-            d = s.recv(262144)
-            if not d:
-                break
-            chunks.append(d)
+    with connect(address, timeout=30) as s:
+        data = read_until_eof(s)
     t1 = time.perf_counter_ns()
-    data = b''.join(chunks)
     assert data.startswith(b'{') and data.rstrip().endswith(b'}'), data[-100:]
     return (t1 - t0) / 1e6, len(data)
 

@@ -100,18 +100,29 @@ def parse_exposition(text):
     return samples, types, helps
 
 
-def read_stats(path):
-    """uWSGI's JSON stats server on a UNIX socket."""
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-        s.settimeout(10)
-        s.connect(path)
-        chunks = []
-        while True:
-            data = s.recv(65536)
-            if not data:
-                break
-            chunks.append(data)
-    return json.loads(b''.join(chunks).decode('utf-8'))
+def read_until_eof(s):
+    chunks = []
+    while True:
+        data = s.recv(262144)
+        if not data:
+            return b''.join(chunks)
+        chunks.append(data)
+
+
+def connect(where, timeout=10):
+    """A UNIX socket path or a (host, port) pair."""
+    if isinstance(where, tuple):
+        return socket.create_connection(where, timeout=timeout)
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(timeout)
+    s.connect(where)
+    return s
+
+
+def read_stats(where):
+    """uWSGI's JSON stats server, on a UNIX socket path or a (host, port)."""
+    with connect(where) as s:
+        return json.loads(read_until_eof(s).decode('utf-8'))
 
 
 APP = '''
@@ -218,20 +229,9 @@ class Uwsgi:
         return self
 
     def all_workers_up(self):
-        if self.stats_address:
-            import json
-            with socket.create_connection(self.stats_address, timeout=10) as s:
-                data = b''
-                while True:
-                    chunk = s.recv(65536)
-                    if not chunk:
-                        break
-                    data += chunk
-            stats = json.loads(data)
-        elif not os.path.exists(self.stats_path):
+        if not self.stats_address and not os.path.exists(self.stats_path):
             return not self.stats_enabled
-        else:
-            stats = read_stats(self.stats_path)
+        stats = self.stats()
         return all(w['pid'] > 0 and w['id'] > 0 for w in stats['workers'])
 
     def wait_exit(self, timeout=15):
@@ -299,7 +299,7 @@ class Uwsgi:
             return 500, {}, ''
 
     def stats(self):
-        return read_stats(self.stats_path)
+        return read_stats(self.stats_address or self.stats_path)
 
 
 def quiet_snapshot(instance, tries=20):
