@@ -33,6 +33,16 @@ def histogram(samples, name='uwsgi_request_duration_seconds', **labels):
     return buckets, count, total
 
 
+def settled(u, n):
+    """A scrape once the plugin has counted `n` requests. The worker runs the
+    after-request hook just after the response went out, so a client can
+    scrape a few microseconds before its last request is counted."""
+    def scrape():
+        samples = parse_exposition(u.scrape())[0]
+        return samples if histogram(samples)[1] >= n else None
+    return wait_for(scrape, timeout=10, what='%d requests counted' % n)
+
+
 class ExactCounts(unittest.TestCase):
     # (code, delay in seconds, how many): delays sit well inside one bucket each
     PLAN = [(200, 0.0, 20), (404, 0.03, 7), (500, 0.15, 5), (200, 0.7, 2)]
@@ -47,8 +57,8 @@ class ExactCounts(unittest.TestCase):
                     delays.append(delay)
             for _ in range(3):
                 self.assertEqual(http_get(u.http_port, '/', method='POST')[0], 200)
-            samples = parse_exposition(u.scrape())[0]
             n = len(delays) + 3
+            samples = settled(u, n)
             buckets, count, total = histogram(samples)
             self.assertEqual(count, n)
             self.assertEqual(buckets[float('inf')], n)
@@ -100,7 +110,9 @@ def _quiet(u):
     a = u.stats()
     body = u.scrape()
     b = u.stats()
-    if a['workers'] == b['workers'] and all(w['status'] == 'idle' for w in b['workers']):
+    counted = histogram(parse_exposition(body)[0])[1]
+    if (a['workers'] == b['workers'] and all(w['status'] == 'idle' for w in b['workers'])
+            and counted >= sum(w['requests'] for w in b['workers'])):  # hooks have run
         return b, body
     return None
 
@@ -110,7 +122,7 @@ class WorkerRespawn(unittest.TestCase):
         with Uwsgi(workers=2, extra=[('prometheus-per-app', 'true')]) as u:
             for _ in range(20):
                 u.request('/status/200/0')
-            before = parse_exposition(u.scrape())[0]
+            before = settled(u, 20)
             # kill a worker in the middle of a request
             slow = threading.Thread(target=u.request, args=('/sleep/2',))
             slow.start()
@@ -123,7 +135,7 @@ class WorkerRespawn(unittest.TestCase):
                      u.all_workers_up(), what='respawn')
             for _ in range(5):
                 u.request('/status/200/0')
-            after = parse_exposition(u.scrape())[0]
+            after = settled(u, 25)
             for key, value in before.items():
                 if key[0].startswith(('uwsgi_request', 'uwsgi_response', 'uwsgi_requests')):
                     with self.subTest(series=key):
@@ -151,7 +163,7 @@ class Options(unittest.TestCase):
     def test_custom_buckets(self):
         with Uwsgi(workers=1, extra=[('prometheus-buckets', '0.02,0.2')]) as u:
             u.request('/status/200/0.05')
-            buckets, count, _ = histogram(parse_exposition(u.scrape())[0])
+            buckets, count, _ = histogram(settled(u, 1))
             self.assertEqual(buckets, {0.02: 0, 0.2: 1, float('inf'): 1})
 
 
