@@ -229,10 +229,17 @@ class Uwsgi:
         return self
 
     def all_workers_up(self):
+        """Every worker has reached its accept loop. uWSGI marks a worker
+        `accepting` only after it has installed its signal handlers; before
+        that the worker still ignores SIGHUP (inherited from the master's
+        start-up), so a reload signalled earlier is lost for that worker and
+        the master waits worker-reload-mercy (60 s) before killing it. A pid
+        in the stats is not enough: it is written by the master at fork."""
         if not self.stats_address and not os.path.exists(self.stats_path):
             return not self.stats_enabled
         stats = self.stats()
-        return all(w['pid'] > 0 and w['id'] > 0 for w in stats['workers'])
+        return all(w['pid'] > 0 and w['id'] > 0 and w['accepting'] == 1
+                   for w in stats['workers'])
 
     def wait_exit(self, timeout=15):
         try:
@@ -290,6 +297,18 @@ class Uwsgi:
         status, headers, body = http_get(self.port, path)
         assert status == 200, (status, body)
         return body
+
+    def scrape_counted(self, n, timeout=10):
+        """The parsed scrape once the plugin has counted `n` requests. A
+        worker runs the after-request hook just after its response went out,
+        so a client that scrapes the moment it has its answer can be a few
+        microseconds early; the request families appear with the first
+        counted request."""
+        def counted():
+            parsed = parse_exposition(self.scrape())
+            total = sum(v for (name, _), v in parsed[0].items() if name == 'uwsgi_requests_total')
+            return parsed if total >= n else None
+        return wait_for(counted, timeout=timeout, what='%d requests counted' % n)
 
     def request(self, path='/', timeout=30):
         try:

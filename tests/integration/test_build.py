@@ -7,7 +7,7 @@ import sys
 import tempfile
 import unittest
 
-from harness import HERE, UWSGI, Uwsgi, parse_exposition
+from harness import HERE, UWSGI, Uwsgi
 
 ROOT = os.path.abspath(os.path.join(HERE, '..', '..'))
 
@@ -25,10 +25,10 @@ class UwsgiNativeBuild(unittest.TestCase):
             self.assertFalse(os.path.exists(os.path.join(ROOT, '.uwsgi_plugins_builder')))
             with Uwsgi(workers=2, plugin=plugin) as u:
                 u.request('/')
-                samples, types, _ = parse_exposition(u.scrape())
+                samples, types, _ = u.scrape_counted(1)
             with Uwsgi(workers=2) as u:
                 u.request('/')
-                cmake_types = parse_exposition(u.scrape())[1]
+                cmake_types = u.scrape_counted(1)[1]
             self.assertEqual(types, cmake_types)
             self.assertEqual(sum(v for (n, _), v in samples.items() if n == 'uwsgi_workers'), 2)
         finally:
