@@ -24,6 +24,7 @@
 #endif
 
 #include "../unit/fake_source.h"
+#include "median.h"
 #include "model.h"
 #include "render.h"
 
@@ -43,19 +44,6 @@ struct Result {
 };
 
 size_t HeapInUse() { return mallinfo2().uordblks; }
-
-template <typename F>
-double MedianUs(int runs, F&& f) {
-  std::vector<double> t;
-  for (int i = 0; i < runs; ++i) {
-    auto a = std::chrono::steady_clock::now();
-    f();
-    auto b = std::chrono::steady_clock::now();
-    t.push_back(std::chrono::duration<double, std::micro>(b - a).count());
-  }
-  std::sort(t.begin(), t.end());
-  return t[t.size() / 2];
-}
 
 Result Zlib(const std::string& in, int level, int runs) {
   Result r;

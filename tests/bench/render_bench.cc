@@ -8,27 +8,11 @@
 #include <vector>
 
 #include "../unit/fake_source.h"
+#include "median.h"
 #include "model.h"
 #include "render.h"
 
 using namespace uwsgi_prometheus;
-
-namespace {
-
-template <typename F>
-double MedianUs(int runs, F&& f) {
-  std::vector<double> t;
-  for (int i = 0; i < runs; ++i) {
-    auto a = std::chrono::steady_clock::now();
-    f();
-    auto b = std::chrono::steady_clock::now();
-    t.push_back(std::chrono::duration<double, std::micro>(b - a).count());
-  }
-  std::sort(t.begin(), t.end());
-  return t[t.size() / 2];
-}
-
-}  // namespace
 
 int main(int argc, char** argv) {
   const int runs = argc > 1 ? std::atoi(argv[1]) : 200;
