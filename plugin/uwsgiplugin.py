@@ -31,10 +31,10 @@ with open(os.path.join(_gen, 'uwsgi_prometheus_build.h'), 'w') as f:
 CFLAGS = ['-std=c++17', '-fvisibility=hidden', '-fvisibility-inlines-hidden',
           '-I' + _src, '-I' + _gen, '-DUWSGI_PROMETHEUS_VERSION=\\"0.1.0\\"']
 LDFLAGS = ['-Wl,--exclude-libs,ALL', '-Wl,--version-script=' + os.path.join(_root, 'plugin', 'exports.map')]
-LIBS = ['-lprometheus-cpp-core', '-lfmt', '-lstdc++', '-lpthread']
+LIBS = ['-lprometheus-cpp-core', '-lfmt', '-ldeflate', '-lstdc++', '-lpthread']
 
 GCC_LIST = [
     'prometheus_plugin.cc',
     'uwsgi_source.cc',
 ] + [os.path.relpath(os.path.join(_src, f), os.path.join(_root, 'plugin'))
-     for f in ('exporter.cc', 'http.cc', 'model.cc', 'procfs.cc', 'render.cc', 'request_stats.cc', 'multiproc.cc', 'negotiate.cc')]
+     for f in ('exporter.cc', 'http.cc', 'model.cc', 'procfs.cc', 'render.cc', 'request_stats.cc', 'multiproc.cc', 'negotiate.cc', 'gzip.cc')]

@@ -19,9 +19,7 @@
 #include <string>
 #include <vector>
 
-#ifdef HAVE_LIBDEFLATE
 #include <libdeflate.h>
-#endif
 
 #include "../unit/fake_source.h"
 #include "median.h"
@@ -65,7 +63,6 @@ Result Zlib(const std::string& in, int level, int runs) {
   return r;
 }
 
-#ifdef HAVE_LIBDEFLATE
 Result Libdeflate(const std::string& in, int level, int runs) {
   Result r;
   const size_t before = HeapInUse();
@@ -80,7 +77,6 @@ Result Libdeflate(const std::string& in, int level, int runs) {
   libdeflate_free_compressor(c);
   return r;
 }
-#endif
 
 std::vector<Input> SyntheticInputs() {
   std::vector<Input> inputs;
@@ -125,11 +121,9 @@ int main(int argc, char** argv) {
     for (int level : {1, 6}) {
       PrintRow(in, "zlib", level, level == 6 ? z6 : Zlib(in.text, level, runs), z6.median_us);
     }
-#ifdef HAVE_LIBDEFLATE
     for (int level : {1, 6}) {
       PrintRow(in, "libdeflate", level, Libdeflate(in.text, level, runs), z6.median_us);
     }
-#endif
   }
   return 0;
 }
