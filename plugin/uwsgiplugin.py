@@ -37,4 +37,4 @@ GCC_LIST = [
     'prometheus_plugin.cc',
     'uwsgi_source.cc',
 ] + [os.path.relpath(os.path.join(_src, f), os.path.join(_root, 'plugin'))
-     for f in ('exporter.cc', 'http.cc', 'model.cc', 'procfs.cc', 'render.cc', 'request_stats.cc', 'multiproc.cc', 'negotiate.cc', 'gzip.cc')]
+     for f in ('exporter.cc', 'http.cc', 'model.cc', 'procfs.cc', 'render.cc', 'request_stats.cc', 'multiproc.cc', 'negotiate.cc', 'gzip.cc', 'go_float.cc')]
