@@ -173,6 +173,7 @@ class Uwsgi:
                  prometheus_socket=None, stats=True, threads=None, port=None,
                  stats_address=None):
         self.dir = tempfile.mkdtemp(prefix='uwsgi-prom-test-')
+        self.workers = workers
         self.port = port or free_port()    # the plugin's endpoint
         self.http_port = free_port()       # an http-socket for requests
         self.uwsgi_port = free_port()      # a uwsgi-protocol socket
@@ -225,7 +226,9 @@ class Uwsgi:
                      http_get(self.port, '/-/healthy', timeout=1)[0] == 200,
                      what='the prometheus endpoint (log: %s)' % self.read_log()[-2000:])
         if wait:
-            wait_for(self.all_workers_up, what='all workers to start')
+            # hundreds of workers on a busy 2-core machine take a while to fork
+            wait_for(self.all_workers_up, timeout=max(15.0, 0.25 * self.workers),
+                     what='all workers to start')
         return self
 
     def all_workers_up(self):
