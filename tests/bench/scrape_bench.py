@@ -1,15 +1,19 @@
 #!/usr/bin/env python3
-"""Scrape cost: the plugin's /metrics against one read of uWSGI's JSON stats
-server (the data path uwsgi_exporter depends on), side by side in one run.
+"""Scrape cost: the plugin's /metrics, asked as Prometheus asks, against one
+read of uWSGI's JSON stats server (the data path uwsgi_exporter depends on),
+side by side in one run.
 
-    PROMETHEUS_PLUGIN=build/prometheus_plugin.so tests/bench/scrape_bench.py [--workers 4,16,64,256] [-n 200]
+    PROMETHEUS_PLUGIN=build/prometheus_plugin.so tests/bench/scrape_bench.py \
+        [--workers 4,16,64,256,1024] [-n 200]
 
 For each worker count one uWSGI runs with both the stats server and the
-plugin, both on TCP loopback. Requests alternate A,B,A,B on fresh
-connections. Printed per size: median and p90 wall time per operation, bytes
-per answer, CPU time per operation of the master's main thread (the loop that
-also spawns and reaps workers) and of the plugin's thread, and the master's
-RSS with and without the plugin loaded.
+plugin, both on TCP loopback. Operations rotate: a scrape with Prometheus
+2.42's exact request headers (gzip accepted), the same without
+Accept-Encoding (identity), and a JSON stats read, each on a fresh
+connection. Printed per size: bytes on the wire, median and p90 wall time,
+CPU time per operation of the plugin's thread and of the master's main
+thread (the loop that also spawns and reaps workers; from schedstat, in
+nanoseconds), and the master's RSS with and without the plugin.
 """
 import argparse
 import os
@@ -20,16 +24,26 @@ import time
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'integration'))
 from harness import Uwsgi, connect, free_port, read_until_eof  # noqa: E402
 
-TICKS = os.sysconf('SC_CLK_TCK')
 # Both endpoints on TCP loopback, as uwsgi_exporter usually reads the stats
 # server (--stats.uri tcp://127.0.0.1:1717).
 STATS = ('127.0.0.1', free_port())
 
 
+# What Prometheus 2.42 sends on every scrape.
+PROMETHEUS_HEADERS = (
+    'Accept: application/openmetrics-text;version=1.0.0,application/openmetrics-text;'
+    'version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1\r\n'
+    'Accept-Encoding: gzip\r\n'
+    'User-Agent: Prometheus/2.42.0\r\n'
+    'X-Prometheus-Scrape-Timeout-Seconds: 10\r\n')
+
+
 def thread_cpu(pid, tid):
-    with open('/proc/%d/task/%d/stat' % (pid, tid)) as f:
-        fields = f.read().rsplit(')', 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICKS
+    """Seconds on CPU of one thread (schedstat: nanoseconds)."""
+    if tid is None:
+        return 0.0
+    with open('/proc/%d/task/%d/schedstat' % (pid, tid)) as f:
+        return int(f.read().split()[0]) / 1e9
 
 
 def plugin_thread(pid):
@@ -55,14 +69,21 @@ def rss_kib(pid):
     return 0
 
 
-def scrape(port):
+def scrape(port, gzip):
+    """(ms, body bytes on the wire) of one scrape on a fresh connection."""
+    headers = PROMETHEUS_HEADERS
+    if not gzip:
+        headers = headers.replace('Accept-Encoding: gzip\r\n', '')
+    request = 'GET /metrics HTTP/1.1\r\nHost: x\r\n%sConnection: close\r\n\r\n' % headers
     t0 = time.perf_counter_ns()
     with connect(('127.0.0.1', port), timeout=30) as s:
-        s.sendall(b'GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n')
+        s.sendall(request.encode())
         data = read_until_eof(s)
     t1 = time.perf_counter_ns()
     assert data.startswith(b'HTTP/1.1 200'), data[:100]
-    return (t1 - t0) / 1e6, len(data.split(b'\r\n\r\n', 1)[1])
+    head, body = data.split(b'\r\n\r\n', 1)
+    assert gzip or b'content-encoding' not in head.lower(), head
+    return (t1 - t0) / 1e6, len(body)
 
 
 def read_json(address):
@@ -79,6 +100,24 @@ def pct(values, p):
     return values[min(len(values) - 1, int(round(p / 100 * (len(values) - 1))))]
 
 
+class Series:
+    """Wall times, bytes and per-operation CPU of one kind of operation."""
+
+    def __init__(self):
+        self.ms, self.bytes, self.main_cpu, self.thread_cpu = [], 0, 0.0, 0.0
+
+    def run(self, op, master, tid):
+        m0, t0 = thread_cpu(master, master), thread_cpu(master, tid)
+        ms, self.bytes = op()
+        self.main_cpu += thread_cpu(master, master) - m0
+        self.thread_cpu += thread_cpu(master, tid) - t0
+        self.ms.append(ms)
+
+    def row(self, n):
+        return {'p50': statistics.median(self.ms), 'p90': pct(self.ms, 90), 'bytes': self.bytes,
+                'main_cpu_ms': self.main_cpu / n * 1e3, 'thread_cpu_ms': self.thread_cpu / n * 1e3}
+
+
 def measure(workers, n):
     # stats_uri as in a typical uwsgi_exporter setup (the label is on every
     # series, so its length matters; the test harness' default is a long
@@ -87,61 +126,46 @@ def measure(workers, n):
     with Uwsgi(workers=workers, extra=extra, stats_address=STATS) as u:
         master = u.proc.pid
         tid = plugin_thread(master)
-        for _ in range(10):  # warm up both paths
-            scrape(u.port)
-            read_json(STATS)
-        a_ms, b_ms, a_bytes, b_bytes = [], [], 0, 0
-        a_main = b_main = a_thread = 0.0
+        ops = {'gzip': lambda: scrape(u.port, True), 'identity': lambda: scrape(u.port, False),
+               'json': lambda: read_json(STATS)}
+        for _ in range(10):  # warm up every path
+            for op in ops.values():
+                op()
+        series = {name: Series() for name in ops}
         for _ in range(n):
-            m0 = thread_cpu(master, master)
-            t0 = thread_cpu(master, tid) if tid else 0
-            ms, a_bytes = scrape(u.port)
-            m1 = thread_cpu(master, master)
-            t1 = thread_cpu(master, tid) if tid else 0
-            a_ms.append(ms)
-            a_main += m1 - m0
-            a_thread += t1 - t0
-            m0 = thread_cpu(master, master)
-            ms, b_bytes = read_json(STATS)
-            m1 = thread_cpu(master, master)
-            b_ms.append(ms)
-            b_main += m1 - m0
+            for name, op in ops.items():
+                series[name].run(op, master, tid)
         rss_with = rss_kib(master)
     with Uwsgi(workers=workers, extra=extra, with_plugin=False, stats_address=STATS) as u:
         time.sleep(0.5)
         for _ in range(10):
             read_json(STATS)
         rss_without = rss_kib(u.proc.pid)
-    return {
-        'workers': workers,
-        'plugin_p50': statistics.median(a_ms), 'plugin_p90': pct(a_ms, 90),
-        'json_p50': statistics.median(b_ms), 'json_p90': pct(b_ms, 90),
-        'plugin_bytes': a_bytes, 'json_bytes': b_bytes,
-        'plugin_main_cpu_ms': a_main / n * 1e3, 'plugin_thread_cpu_ms': a_thread / n * 1e3,
-        'json_main_cpu_ms': b_main / n * 1e3,
-        'rss_delta_kib': rss_with - rss_without, 'rss_with_kib': rss_with,
-    }
+    row = {name: s.row(n) for name, s in series.items()}
+    row.update(workers=workers, rss_delta_kib=rss_with - rss_without, rss_with_kib=rss_with)
+    return row
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('--workers', default='4,16,64,256')
+    parser.add_argument('--workers', default='4,16,64,256,1024')
     parser.add_argument('-n', type=int, default=200, help='operations of each kind per size')
     args = parser.parse_args()
     rows = [measure(int(w), args.n) for w in args.workers.split(',')]
     print()
-    print('| workers | plugin scrape p50 / p90 ms | JSON stats read p50 / p90 ms | ratio JSON/plugin (p50) '
-          '| bytes plugin / JSON | master loop CPU per op ms: plugin / JSON | plugin thread CPU per scrape ms '
-          '| master RSS with plugin (delta) |')
+    print('| workers | bytes: gzip / identity / JSON | p50 / p90 ms: gzip | identity | JSON '
+          '| plugin thread CPU per scrape ms: gzip / identity | master loop CPU per op ms: '
+          'scrape / JSON | master RSS with plugin (added) |')
     print('|---|---|---|---|---|---|---|---|')
     for r in rows:
-        print('| %d | %.3f / %.3f | %.3f / %.3f | %.2fx | %d / %d | %.3f / %.3f | %.3f | %.1f MiB (%+.1f MiB) |' % (
-            r['workers'], r['plugin_p50'], r['plugin_p90'], r['json_p50'], r['json_p90'],
-            r['json_p50'] / r['plugin_p50'], r['plugin_bytes'], r['json_bytes'],
-            r['plugin_main_cpu_ms'], r['json_main_cpu_ms'], r['plugin_thread_cpu_ms'],
-            r['rss_with_kib'] / 1024, r['rss_delta_kib'] / 1024))
-    print('\nCPU columns come from /proc tick counters (10 ms resolution), averaged over %d operations.'
-          % args.n)
+        g, i, j = r['gzip'], r['identity'], r['json']
+        print('| %d | %d / %d / %d | %.2f / %.2f | %.2f / %.2f | %.2f / %.2f | %.3f / %.3f '
+              '| %.3f / %.3f | %.1f MiB (%+.1f MiB) |' % (
+                  r['workers'], g['bytes'], i['bytes'], j['bytes'], g['p50'], g['p90'],
+                  i['p50'], i['p90'], j['p50'], j['p90'], g['thread_cpu_ms'], i['thread_cpu_ms'],
+                  (g['main_cpu_ms'] + i['main_cpu_ms']) / 2, j['main_cpu_ms'],
+                  r['rss_with_kib'] / 1024, r['rss_delta_kib'] / 1024))
+    print('\n%d operations of each kind per size, interleaved; CPU from /proc schedstat.' % args.n)
 
 
 if __name__ == '__main__':
