@@ -15,6 +15,7 @@
 
 #include "exporter.h"
 #include "http.h"
+#include "labels.h"
 #include "multiproc.h"
 #include "request_stats.h"
 #include "uwsgi_glue.h"
@@ -189,7 +190,7 @@ void SetUpRequestStats() {
           auto& labels = (*last_labels)[w];
           labels.assign(1, "(no app)");
           for (const auto& app : snapshot.workers[w].apps) {
-            labels.push_back(SanitizeLabelValue(app.mountpoint, 512));
+            labels.push_back(SanitizeLabelValue(app.mountpoint, kMaxLabelValueBytes));
           }
         }
       }

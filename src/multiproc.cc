@@ -13,7 +13,7 @@
 #include <set>
 #include <unordered_map>
 
-#include "model.h"
+#include "labels.h"
 
 namespace uwsgi_prometheus {
 
@@ -23,7 +23,7 @@ using prometheus::MetricType;
 
 namespace {
 
-constexpr size_t kMaxLabelValueBytes = 1024;
+constexpr size_t kMaxKeyLabelValueBytes = 1024;
 
 int32_t ReadI32(std::string_view d, size_t pos) {
   int32_t v;
@@ -182,22 +182,6 @@ class JsonReader {
   size_t pos_ = 0;
 };
 
-bool ValidMetricName(std::string_view n) {
-  if (n.empty()) return false;
-  for (size_t i = 0; i < n.size(); ++i) {
-    const char c = n[i];
-    const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_' || c == ':' ||
-                    (i > 0 && c >= '0' && c <= '9');
-    if (!ok) return false;
-  }
-  return true;
-}
-
-bool ValidLabelName(std::string_view n) {
-  if (n.empty() || n.find(':') != std::string_view::npos) return false;
-  return ValidMetricName(n) && !(n.size() >= 2 && n[0] == '_' && n[1] == '_');
-}
-
 // A count read from a file, as an integer: garbage (NaN, negative, huge)
 // becomes 0 or saturates instead of being undefined behaviour.
 uint64_t Count(double v) {
@@ -205,8 +189,6 @@ uint64_t Count(double v) {
   if (v >= 1.8e19) return UINT64_MAX;
   return static_cast<uint64_t>(v);
 }
-
-bool ValidUtf8(std::string_view s) { return SanitizeLabelValue(s, s.size() + 1) == s; }
 
 // The value as Go and prometheus_client print a bucket bound, for keys.
 double ParseBound(const std::string& le, bool* ok) {
@@ -293,22 +275,22 @@ bool ParseDbKey(std::string_view json, DbKey* key, std::string* error) {
     *error = "key is not [\"metric\", \"sample\", {labels}, \"help\"]";
     return false;
   }
-  if (!ValidMetricName(key->metric) || !ValidMetricName(key->sample)) {
+  if (!IsValidMetricName(key->metric) || !IsValidMetricName(key->sample)) {
     *error = "invalid metric name";
     return false;
   }
   std::sort(key->labels.begin(), key->labels.end());
   for (size_t i = 0; i < key->labels.size(); ++i) {
-    if (!ValidLabelName(key->labels[i].first) ||
+    if (!IsValidLabelName(key->labels[i].first) ||
         (i > 0 && key->labels[i].first == key->labels[i - 1].first)) {
       *error = "invalid or repeated label name";
       return false;
     }
-    if (!ValidUtf8(key->labels[i].second) || key->labels[i].second.size() > kMaxLabelValueBytes) {
-      key->labels[i].second = SanitizeLabelValue(key->labels[i].second, kMaxLabelValueBytes);
+    if (!IsValidLabelValue(key->labels[i].second) || key->labels[i].second.size() > kMaxKeyLabelValueBytes) {
+      key->labels[i].second = SanitizeLabelValue(key->labels[i].second, kMaxKeyLabelValueBytes);
     }
   }
-  if (!ValidUtf8(key->help)) key->help = SanitizeLabelValue(key->help, key->help.size());
+  if (!IsValidLabelValue(key->help)) key->help = SanitizeLabelValue(key->help, key->help.size());
   return true;
 }
 
