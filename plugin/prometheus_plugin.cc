@@ -208,22 +208,10 @@ void SetUpMultiproc() {
   std::string dir = config.multiproc_dir;
   while (dir.size() > 1 && dir.back() == '/') dir.pop_back();
   const std::string option = "--prometheus-multiproc-dir '" + dir + "': ";
-  if (dir.empty()) Fatal(option + "empty path");
-  struct stat st;
-  if (stat(dir.c_str(), &st) != 0) {
-    if (errno != ENOENT || mkdir(dir.c_str(), 0755) != 0) {
-      Fatal(option + "cannot create the directory: " + strerror(errno));
-    }
-  } else if (!S_ISDIR(st.st_mode)) {
-    Fatal(option + "exists and is not a directory");
-  }
-  if (access(dir.c_str(), R_OK | W_OK | X_OK) != 0) {
-    Fatal(option + "not readable and writable: " + strerror(errno));
-  }
   // Values of a previous master are stale: start empty (workers that respawn
   // later keep their files, as they must for counters).
   std::string error;
-  if (!MultiprocCollector::Clear(dir, &error)) Fatal(option + error);
+  if (!PrepareMultiprocDir(dir, &error)) Fatal(option + error);
   const char* env = getenv("PROMETHEUS_MULTIPROC_DIR");
   if (!env) {
     setenv("PROMETHEUS_MULTIPROC_DIR", dir.c_str(), 1);
@@ -236,10 +224,10 @@ void SetUpMultiproc() {
   auto reported = std::make_shared<std::set<std::string>>();
   state.exporter->AddProvider([skipped_total, reported](const Snapshot&, bool,
                                                         std::vector<prometheus::MetricFamily>* out) {
-    state.multiproc->Collect(out, [&](const std::string& file, const std::string& why) {
+    state.multiproc->Collect(out, [&](const SkippedFile& skip) {
       ++*skipped_total;
-      if (reported->size() < 1000 && reported->insert(file + why).second) {
-        Log("multiproc: skipped " + file + ": " + why);
+      if (reported->size() < 1000 && reported->insert(skip.file + skip.why).second) {
+        Log("multiproc: skipped " + skip.file + ": " + skip.why);
       }
     });
     prometheus::MetricFamily skipped{
@@ -262,7 +250,7 @@ void MarkDeadWorkers() {
     const long pid = uwsgi.workers[i + 1].pid;
     long& known = state.worker_pids[static_cast<size_t>(i)];
     if (known > 0 && known != pid) {
-      MultiprocCollector::MarkProcessDead(state.multiproc->dir(), known);
+      RemoveLiveGaugeFiles(state.multiproc->dir(), known);
     }
     known = pid;
   }

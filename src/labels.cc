@@ -34,7 +34,9 @@ size_t Utf8SequenceLength(std::string_view s, size_t i) {
   return len;
 }
 
-void Append(fmt::memory_buffer* out, std::string_view s) { out->append(s.data(), s.data() + s.size()); }
+void Append(fmt::memory_buffer* out, std::string_view s) {
+  out->append(s.data(), s.data() + s.size());
+}
 
 }  // namespace
 
