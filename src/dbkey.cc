@@ -209,7 +209,8 @@ bool ParseDbKey(std::string_view json, DbKey* key, std::string* error) {
       value = SanitizeLabelValue(value, kMaxKeyLabelValueBytes);
     }
   }
-  if (!IsValidLabelValue(key->help)) key->help = SanitizeLabelValue(key->help, key->help.size());
+  // Help is not capped: room for every byte to become U+FFFD (3 bytes).
+  if (!IsValidLabelValue(key->help)) key->help = SanitizeLabelValue(key->help, key->help.size() * 3);
   return true;
 }
 

@@ -175,8 +175,9 @@ TEST_CASE("keys that are not valid are refused with a reason", "[dbkey]") {
 TEST_CASE("label values of keys are sanitized and capped", "[dbkey]") {
   DbKey key;
   std::string error;
-  REQUIRE(ParseDbKey("[\"m\", \"m\", {\"v\": \"\xff\"}, \"h\"]", &key, &error));
+  REQUIRE(ParseDbKey("[\"m\", \"m\", {\"v\": \"\xff\"}, \"h\xfe\xfe tail\"]", &key, &error));
   CHECK(key.labels[0].second == "\xEF\xBF\xBD");
+  CHECK(key.help == "h\xEF\xBF\xBD\xEF\xBF\xBD tail");  // the whole help, not cut
   const std::string long_key = R"(["m", "m", {"v": ")" + std::string(5000, 'x') + R"("}, ""])";
   REQUIRE(ParseDbKey(long_key, &key, &error));
   CHECK(key.labels[0].second.size() == 1024);
