@@ -17,6 +17,7 @@
 #include "http.h"
 #include "labels.h"
 #include "multiproc.h"
+#include "providers.h"
 #include "request_stats.h"
 #include "uwsgi_glue.h"
 #include "uwsgi_source.h"
@@ -172,33 +173,8 @@ void SetUpRequestStats() {
   state.requests = stats.release();
   uwsgi_string_new_list(&uwsgi.after_request_hooks,
                         const_cast<char*>("uwsgi_prometheus_after_request"));
-  const bool per_app = config.per_app != 0;
-  RequestStats::RenderOptions render;
-  render.per_worker = config.per_worker != 0;
-  // Per-app labels: each worker's slot j + 1 is that worker's app id j,
-  // labelled with the mountpoint that worker reports (app ids are per
-  // worker). Kept from the last snapshot taken when one cannot be read.
-  auto last_labels = std::make_shared<std::vector<std::vector<std::string>>>();
-  state.exporter->AddProvider([per_app, render, last_labels](
-                                  const Snapshot& snapshot, bool taken,
-                                  std::vector<prometheus::MetricFamily>* out) {
-    RequestStats::RenderOptions options = render;
-    if (per_app) {
-      if (taken) {
-        last_labels->resize(snapshot.workers.size());
-        for (size_t w = 0; w < snapshot.workers.size(); ++w) {
-          auto& labels = (*last_labels)[w];
-          labels.assign(1, "(no app)");
-          for (const auto& app : snapshot.workers[w].apps) {
-            labels.push_back(SanitizeLabelValue(app.mountpoint, kMaxLabelValueBytes));
-          }
-        }
-      }
-      options.app_labels = *last_labels;
-      if (options.app_labels.empty()) options.app_labels.resize(1);  // still per app
-    }
-    state.requests->AppendFamilies(options, out);
-  });
+  state.exporter->AddProvider(
+      RequestStatsProvider(state.requests, config.per_app != 0, config.per_worker != 0));
 }
 
 // prometheus_client's multi-process mode: workers write .db files into the
@@ -220,25 +196,7 @@ void SetUpMultiproc() {
         "', which the application will write to; the plugin reads '" + dir + "'");
   }
   state.multiproc = new MultiprocCollector(dir);
-  auto skipped_total = std::make_shared<uint64_t>(0);
-  auto reported = std::make_shared<std::set<std::string>>();
-  state.exporter->AddProvider([skipped_total, reported](const Snapshot&, bool,
-                                                        std::vector<prometheus::MetricFamily>* out) {
-    state.multiproc->Collect(out, [&](const SkippedFile& skip) {
-      ++*skipped_total;
-      if (reported->size() < 1000 && reported->insert(skip.file + skip.why).second) {
-        Log("multiproc: skipped " + skip.file + ": " + skip.why);
-      }
-    });
-    prometheus::MetricFamily skipped{
-        "uwsgi_prometheus_multiproc_skipped_files_total",
-        "Multi-process .db files skipped by scrapes because they could not be read (see the log).",
-        prometheus::MetricType::Counter, {}};
-    prometheus::ClientMetric m;
-    m.counter.value = static_cast<double>(*skipped_total);
-    skipped.metric.push_back(m);
-    out->push_back(std::move(skipped));
-  });
+  state.exporter->AddProvider(MultiprocProvider(state.multiproc, Log));
 }
 
 // Workers that died since the last look: remove their live-gauge files, as

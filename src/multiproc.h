@@ -23,9 +23,11 @@
 
 namespace uwsgi_prometheus {
 
+// What the collector did, for the operator (AppendStatsFamilies).
 struct MultiprocStats {
-  uint64_t files_read = 0;
-  uint64_t files_skipped = 0;
+  uint64_t files = 0;                       // files merged by the last collection
+  uint64_t skipped[kSkipReasonCount] = {};  // files skipped since start, by reason
+  double seconds = 0;                       // the last collection's read and merge
 };
 
 // One directory, read and merged at every scrape; keys are remembered
@@ -38,6 +40,10 @@ class MultiprocCollector {
   // Reads the directory and appends merged families (unsorted). `skipped` is
   // called once per skipped file.
   void Collect(std::vector<prometheus::MetricFamily>* out, const SkipHandler& skipped);
+
+  // Appends uwsgi_prometheus_multiproc_files, _skipped_files_total{reason}
+  // and _merge_duration_seconds, from stats().
+  void AppendStatsFamilies(std::vector<prometheus::MetricFamily>* out) const;
 
   const MultiprocStats& stats() const { return stats_; }
   const std::string& dir() const { return dir_; }

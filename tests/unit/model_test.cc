@@ -5,6 +5,7 @@
 #include <catch2/catch.hpp>
 #include <prometheus/check_names.h>
 
+#include "families.h"
 #include "fake_source.h"
 #include "model.h"
 
@@ -13,20 +14,6 @@ using prometheus::MetricFamily;
 using prometheus::MetricType;
 
 namespace {
-
-const MetricFamily* Find(const std::vector<MetricFamily>& fs, const std::string& name) {
-  for (const auto& f : fs) {
-    if (f.name == name) return &f;
-  }
-  return nullptr;
-}
-
-std::string Label(const prometheus::ClientMetric& m, const std::string& name) {
-  for (const auto& l : m.label) {
-    if (l.name == name) return l.value;
-  }
-  return "<absent>";
-}
 
 std::vector<MetricFamily> Build(const Snapshot& s, ModelOptions o = {}, SelfStats self = {}) {
   std::vector<MetricFamily> out;
