@@ -3,7 +3,9 @@
 // from a thread of the master: everything read here lives in memory that
 // uWSGI maps shared before forking workers (workers, apps, cores, caches,
 // uwsgi.shared) or in master memory that does not change after start-up
-// (the socket and cache lists).
+// (the socket and cache lists). The settings, worker pids and finished
+// requests the plugin acts on are read here too, so that no other file
+// depends on uWSGI's struct layouts.
 #include "uwsgi_source.h"
 
 #include <sys/ioctl.h>
@@ -148,6 +150,43 @@ std::string StatsUriFromConfig() {
   if (stats.find('/') != std::string::npos) return "unix://" + stats;
   if (stats[0] == ':') stats = "0.0.0.0" + stats;
   return "tcp://" + stats;
+}
+
+UwsgiSettings ReadSettings() {
+  UwsgiSettings s;
+  s.master_process = uwsgi.master_process != 0;
+  s.in_worker = uwsgi.mywid != 0;
+  s.workers = uwsgi.numproc;
+  s.max_apps = uwsgi.max_apps;
+  s.master_interval_s = uwsgi.master_interval;
+  return s;
+}
+
+bool ReadWorkerPids(std::vector<long>* pids) {
+  if (!uwsgi.workers) return false;
+  pids->resize(static_cast<size_t>(uwsgi.numproc > 0 ? uwsgi.numproc : 0));
+  for (size_t i = 0; i < pids->size(); ++i) {
+    (*pids)[i] = uwsgi.workers[i + 1].pid;  // slot 0 is the master
+  }
+  return true;
+}
+
+bool ReadObservation(const struct wsgi_request* request, RequestObservation* out) noexcept {
+  if (request->do_not_account) return false;
+  out->worker_id = uwsgi.mywid > 0 ? static_cast<uint32_t>(uwsgi.mywid) : 0;
+  out->app_index = request->app_id >= 0 ? static_cast<uint32_t>(request->app_id) + 1 : 0;
+  const uint64_t end = request->end_of_request;
+  const uint64_t start = request->start_of_request;
+  out->duration_us = end > start ? end - start : 0;
+  out->response_bytes = request->response_size + request->headers_size;
+  out->status = request->status;
+  out->method = request->method ? std::string_view(request->method, request->method_len)
+                                : std::string_view();
+  return true;
+}
+
+void AddAfterRequestHook(const char* symbol) {
+  uwsgi_string_new_list(&uwsgi.after_request_hooks, const_cast<char*>(symbol));
 }
 
 }  // namespace uwsgi_prometheus

@@ -63,4 +63,12 @@ void MultiprocCollector::AppendStatsFamilies(std::vector<MetricFamily>* out) con
                            MetricType::Gauge, stats_.seconds));
 }
 
+void MultiprocCollector::ForgetDeadProcesses(const std::vector<long>& pids) {
+  known_pids_.resize(pids.size());
+  for (size_t i = 0; i < pids.size(); ++i) {
+    if (known_pids_[i] > 0 && known_pids_[i] != pids[i]) RemoveLiveGaugeFiles(dir_, known_pids_[i]);
+    known_pids_[i] = pids[i];
+  }
+}
+
 }  // namespace uwsgi_prometheus

@@ -45,6 +45,12 @@ class MultiprocCollector {
   // and _merge_duration_seconds, from stats().
   void AppendStatsFamilies(std::vector<prometheus::MetricFamily>* out) const;
 
+  // The workers' pids now, slot by slot (0 for an empty slot): the live
+  // gauge files of a pid that left its slot are deleted, as
+  // prometheus_client's mark_process_dead. May run on another thread than
+  // Collect (it touches only the files and its own list).
+  void ForgetDeadProcesses(const std::vector<long>& pids);
+
   const MultiprocStats& stats() const { return stats_; }
   const std::string& dir() const { return dir_; }
 
@@ -54,6 +60,7 @@ class MultiprocCollector {
   MultiprocStats stats_;
   KeyTable keys_;
   std::vector<DbFile> files_;
+  std::vector<long> known_pids_;  // ForgetDeadProcesses' last look
 };
 
 }  // namespace uwsgi_prometheus

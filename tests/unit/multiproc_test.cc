@@ -203,3 +203,14 @@ TEST_CASE("a dead process' live gauges are removed, its other files kept", "[mul
   CHECK(exists("counter_9.db"));
   CHECK(exists("gauge_liveall_90.db"));
 }
+
+TEST_CASE("a worker slot with a new pid removes the old pid's live gauges", "[multiproc]") {
+  TempDir dir;
+  dir.Write("gauge_liveall_11.db", "x");
+  dir.Write("gauge_liveall_12.db", "x");
+  MultiprocCollector collector(dir.path());
+  collector.ForgetDeadProcesses({11, 12});
+  collector.ForgetDeadProcesses({11, 13});  // worker 2 respawned
+  CHECK(access((dir.path() + "/gauge_liveall_11.db").c_str(), F_OK) == 0);
+  CHECK(access((dir.path() + "/gauge_liveall_12.db").c_str(), F_OK) != 0);
+}
