@@ -23,8 +23,6 @@
 #include "uwsgi_glue.h"
 #include "uwsgi_source.h"
 
-extern struct uwsgi_server uwsgi;
-
 #ifndef UWSGI_PROMETHEUS_VERSION
 #define UWSGI_PROMETHEUS_VERSION "0.1.0"
 #endif

@@ -339,25 +339,9 @@ struct Rows {
   std::vector<std::string> core_ids;  // "0", "1", ... in text order
 };
 
-void BuildRows(const Snapshot& s, const ModelOptions& o, const SelfStats& self, Rows* rows) {
-  fmt::memory_buffer scratch;
-  RowBuilder b(&scratch);
-  const std::string uri = SanitizeLabelValue(o.stats_uri, o.max_label_value_bytes);
-  auto sane = [&](std::string_view v) { return SanitizeLabelValue(v, o.max_label_value_bytes); };
-  auto& r = rows->by_scope;
-  r[static_cast<int>(Scope::kServer)].push_back(b.Label("stats_uri", uri).Done(&s));
-  r[static_cast<int>(Scope::kProcess)].push_back(b.Done(&s.process));
-  r[static_cast<int>(Scope::kSelf)].push_back(b.Done(&self));
-  {
-    std::set<std::pair<std::string, std::string>> seen;
-    auto& out = r[static_cast<int>(Scope::kSocket)];
-    for (const auto& sock : s.sockets) {
-      auto name = sane(sock.name), proto = sane(sock.proto);
-      if (!seen.emplace(name, proto).second) continue;
-      out.push_back(b.Label("name", name).Label("proto", proto).Label("stats_uri", uri).Done(&sock));
-    }
-    SortRows(&out);
-  }
+// Started workers, sorted by id as text, each with its label text; the
+// escaped stats_uri label they share.
+void BuildWorkerRows(const Snapshot& s, const std::string& uri, Rows* rows) {
   for (const auto& w : s.workers) {
     if (w.id != 0) rows->workers.emplace_back(&w, w.id);
   }
@@ -380,6 +364,28 @@ void BuildRows(const Snapshot& s, const ModelOptions& o, const SelfStats& self, 
     wr.labels.append("{").append(rows->uri_label).append(",worker_id=\"");
     wr.labels.append(wr.Id()).append("\"} ");
   }
+}
+
+void BuildRows(const Snapshot& s, const ModelOptions& o, const SelfStats& self, Rows* rows) {
+  fmt::memory_buffer scratch;
+  RowBuilder b(&scratch);
+  const std::string uri = SanitizeLabelValue(o.stats_uri, o.max_label_value_bytes);
+  auto sane = [&](std::string_view v) { return SanitizeLabelValue(v, o.max_label_value_bytes); };
+  auto& r = rows->by_scope;
+  r[static_cast<int>(Scope::kServer)].push_back(b.Label("stats_uri", uri).Done(&s));
+  r[static_cast<int>(Scope::kProcess)].push_back(b.Done(&s.process));
+  r[static_cast<int>(Scope::kSelf)].push_back(b.Done(&self));
+  {
+    std::set<std::pair<std::string, std::string>> seen;
+    auto& out = r[static_cast<int>(Scope::kSocket)];
+    for (const auto& sock : s.sockets) {
+      auto name = sane(sock.name), proto = sane(sock.proto);
+      if (!seen.emplace(name, proto).second) continue;
+      out.push_back(b.Label("name", name).Label("proto", proto).Label("stats_uri", uri).Done(&sock));
+    }
+    SortRows(&out);
+  }
+  BuildWorkerRows(s, uri, rows);
   int max_cores = 0;
   for (const auto& wr : rows->workers) {
     const WorkerSnapshot& w = *wr.w;
