@@ -99,7 +99,6 @@ void ReadApps(const struct uwsgi_worker& w, WorkerSnapshot* ws) {
 
 void ReadWorker(const struct uwsgi_worker& w, bool collect_cores, WorkerSnapshot* ws) {
   ws->id = w.id;
-  ws->pid = w.pid;
   ws->accepting = w.accepting != 0;
   ws->requests = w.requests;
   ws->delta_requests = w.delta_requests;

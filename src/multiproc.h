@@ -52,7 +52,6 @@ class MultiprocCollector {
   void ForgetDeadProcesses(const std::vector<long>& pids);
 
   const MultiprocStats& stats() const { return stats_; }
-  const std::string& dir() const { return dir_; }
 
  private:
   std::string dir_;
