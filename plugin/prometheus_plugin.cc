@@ -1,26 +1,27 @@
 // uWSGI glue: the plugin struct, its options and hooks. The endpoint runs on
 // its own thread in the master; see README.md for what each option does.
+// Decisions live in src/ (config.h resolves the options, providers.h adds
+// request and multi-process families, health.h judges the heartbeat);
+// uwsgi_source.cc reads uWSGI's memory.
 #include <dlfcn.h>
 #include <pthread.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
-#include <atomic>
 #include <cstdlib>
 #include <cstring>
-#include <ctime>
 #include <memory>
-#include <set>
+#include <optional>
 #include <string>
 
+#include "config.h"
 #include "exporter.h"
+#include "health.h"
 #include "http.h"
 #include "multiproc.h"
+#include "providers.h"
 #include "request_stats.h"
 #include "uwsgi_glue.h"
 #include "uwsgi_source.h"
-
-extern struct uwsgi_server uwsgi;
 
 #ifndef UWSGI_PROMETHEUS_VERSION
 #define UWSGI_PROMETHEUS_VERSION "0.1.0"
@@ -30,7 +31,7 @@ namespace uwsgi_prometheus {
 namespace {
 
 // Option values, written by uWSGI's option parser.
-struct Config {
+struct Options {
   char* socket = nullptr;
   char* path = nullptr;
   int collect_cores = 0;
@@ -39,22 +40,20 @@ struct Config {
   int per_app = 0;
   int per_worker = 0;
   char* multiproc_dir = nullptr;
-} config;
+} options;
 
 // Runtime state, owned by the master. Heap objects are intentionally not
 // destroyed by static destructors: workers inherit the memory and must not
 // run any teardown of it.
 struct State {
+  Config config;
   HttpServer* server = nullptr;
   UwsgiSource* source = nullptr;
   Exporter* exporter = nullptr;
   RequestStats* requests = nullptr;  // shared with workers, written after each request
-  std::vector<double> buckets;
   MultiprocCollector* multiproc = nullptr;
-  std::vector<long> worker_pids;  // last seen, to notice workers that died
-  HttpServerOptions server_options;
   pid_t server_pid = 0;  // the process the server thread runs in
-  std::atomic<int64_t> last_cycle_ns{0};  // master loop heartbeat (CLOCK_MONOTONIC)
+  Heartbeat heartbeat;   // master loop, for /-/healthy
   bool atfork_registered = false;
 } state;
 
@@ -65,10 +64,22 @@ void Log(const std::string& line) { uwsgi_log("[prometheus] %s\n", line.c_str())
   exit(1);
 }
 
-int64_t MonotonicNs() {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return static_cast<int64_t>(ts.tv_sec) * 1000000000 + ts.tv_nsec;
+std::optional<std::string> Given(const char* value) {
+  if (!value) return std::nullopt;
+  return std::string(value);
+}
+
+RawConfig RawOptions() {
+  RawConfig raw;
+  raw.socket = Given(options.socket);
+  raw.path = Given(options.path);
+  raw.stats_uri = Given(options.stats_uri);
+  raw.buckets = Given(options.buckets);
+  raw.multiproc_dir = Given(options.multiproc_dir);
+  raw.collect_cores = options.collect_cores != 0;
+  raw.per_app = options.per_app != 0;
+  raw.per_worker = options.per_worker != 0;
+  return raw;
 }
 
 // The UWSGI_VERSION define inside a --cflags string.
@@ -109,42 +120,8 @@ void CheckBuild() {
         "(or python3 uwsgiconfig.py --uwsgi $(command -v uwsgi)); see README.md");
 }
 
-void CheckConfig() {
-  std::string path = config.path ? config.path : "/metrics";
-  if (path.empty() || path[0] != '/' || path.find_first_of(" \t\r\n?#") != std::string::npos) {
-    Fatal("--prometheus-path '" + path + "': must start with '/' and contain no spaces, '?' or '#'");
-  }
-  if (path == "/" || path == "/-/healthy") {
-    Fatal("--prometheus-path '" + path + "': that path is taken by the landing page or the "
-          "health probe; pick another, e.g. /metrics");
-  }
-  std::string error;
-  state.buckets = DefaultDurationBounds();
-  if (config.buckets && !ParseBuckets(config.buckets, &state.buckets, &error)) {
-    Fatal(std::string("--prometheus-buckets '") + config.buckets + "': " + error);
-  }
-  const std::string socket = config.socket ? config.socket : ":9117";
-  if (!ParseListenAddress(socket, &state.server_options.address, &error)) {
-    Fatal("--prometheus-socket '" + socket + "': " + error);
-  }
-  if (state.server_options.address.kind == ListenAddress::Kind::kTcp &&
-      state.server_options.address.port == 0) {
-    Fatal("--prometheus-socket '" + socket + "': port 0 is not allowed; give a port, e.g. :9117");
-  }
-}
-
-// The master loop's heartbeat: master_cycle runs at least once per
-// master-interval (1 s by default). Before the loop starts (apps loading)
-// the master counts as alive.
 bool Healthy(std::string* reason) {
-  const int64_t last = state.last_cycle_ns.load(std::memory_order_relaxed);
-  if (last == 0) return true;
-  const int interval = uwsgi.master_interval > 0 ? uwsgi.master_interval : 1;
-  const int64_t limit_ns = static_cast<int64_t>(3 * interval + 5) * 1000000000;
-  const int64_t age_ns = MonotonicNs() - last;
-  if (age_ns <= limit_ns) return true;
-  *reason = "uWSGI master loop has not run for " + std::to_string(age_ns / 1000000000) + " s";
-  return false;
+  return state.heartbeat.Healthy(MonotonicNs(), ReadSettings().master_interval_s, reason);
 }
 
 void AfterForkInChild() {
@@ -157,119 +134,45 @@ void AfterForkInChild() {
 // fork, so every worker (and every respawned one) writes into the same
 // memory and counters survive worker restarts. The generic after-request
 // hook list is used because a plugin's own after_request only runs for
-// requests of its own modifier1; hooks added before the resolution loop
-// (after postinit_apps) are resolved by symbol name.
-void SetUpRequestStats() {
-  RequestStatsOptions options;
-  options.duration_bounds = state.buckets;
-  options.workers = static_cast<uint32_t>(uwsgi.numproc > 0 ? uwsgi.numproc : 1);
-  // Per-app: one slot per app id, plus slot 0 for requests no app served.
-  options.apps = config.per_app ? static_cast<uint32_t>(uwsgi.max_apps) + 1 : 1;
+// requests of its own modifier1.
+void SetUpRequestStats(const UwsgiSettings& settings) {
   auto stats = std::make_unique<RequestStats>();
   std::string error;
-  if (!stats->Create(options, &error)) Fatal("request metrics: " + error);
+  if (!stats->Create(RequestStatsOptionsFor(state.config, settings.workers, settings.max_apps),
+                     &error)) {
+    Fatal("request metrics: " + error);
+  }
   state.requests = stats.release();
-  uwsgi_string_new_list(&uwsgi.after_request_hooks,
-                        const_cast<char*>("uwsgi_prometheus_after_request"));
-  const bool per_app = config.per_app != 0;
-  RequestStats::RenderOptions render;
-  render.per_worker = config.per_worker != 0;
-  // Per-app labels: each worker's slot j + 1 is that worker's app id j,
-  // labelled with the mountpoint that worker reports (app ids are per
-  // worker). Kept from the last snapshot taken when one cannot be read.
-  auto last_labels = std::make_shared<std::vector<std::vector<std::string>>>();
-  state.exporter->AddProvider([per_app, render, last_labels](
-                                  const Snapshot& snapshot, bool taken,
-                                  std::vector<prometheus::MetricFamily>* out) {
-    RequestStats::RenderOptions options = render;
-    if (per_app) {
-      if (taken) {
-        last_labels->resize(snapshot.workers.size());
-        for (size_t w = 0; w < snapshot.workers.size(); ++w) {
-          auto& labels = (*last_labels)[w];
-          labels.assign(1, "(no app)");
-          for (const auto& app : snapshot.workers[w].apps) {
-            labels.push_back(SanitizeLabelValue(app.mountpoint, 512));
-          }
-        }
-      }
-      options.app_labels = *last_labels;
-      if (options.app_labels.empty()) options.app_labels.resize(1);  // still per app
-    }
-    state.requests->AppendFamilies(options, out);
-  });
+  AddAfterRequestHook("uwsgi_prometheus_after_request");
+  state.exporter->AddProvider(
+      RequestStatsProvider(state.requests, state.config.per_app, state.config.per_worker));
 }
 
 // prometheus_client's multi-process mode: workers write .db files into the
 // directory, the endpoint merges them into the same scrape.
 void SetUpMultiproc() {
-  if (!config.multiproc_dir) return;
-  std::string dir = config.multiproc_dir;
-  while (dir.size() > 1 && dir.back() == '/') dir.pop_back();
-  const std::string option = "--prometheus-multiproc-dir '" + dir + "': ";
-  if (dir.empty()) Fatal(option + "empty path");
-  struct stat st;
-  if (stat(dir.c_str(), &st) != 0) {
-    if (errno != ENOENT || mkdir(dir.c_str(), 0755) != 0) {
-      Fatal(option + "cannot create the directory: " + strerror(errno));
-    }
-  } else if (!S_ISDIR(st.st_mode)) {
-    Fatal(option + "exists and is not a directory");
-  }
-  if (access(dir.c_str(), R_OK | W_OK | X_OK) != 0) {
-    Fatal(option + "not readable and writable: " + strerror(errno));
-  }
-  // Values of a previous master are stale: start empty (workers that respawn
-  // later keep their files, as they must for counters).
+  const std::string& dir = state.config.multiproc_dir;
+  if (dir.empty()) return;
   std::string error;
-  if (!MultiprocCollector::Clear(dir, &error)) Fatal(option + error);
+  if (!PrepareMultiprocDir(dir, &error)) Fatal(OptionError("multiproc-dir", dir, error));
   const char* env = getenv("PROMETHEUS_MULTIPROC_DIR");
   if (!env) {
     setenv("PROMETHEUS_MULTIPROC_DIR", dir.c_str(), 1);
-  } else if (dir != env && std::string(env) != std::string(config.multiproc_dir)) {
-    Log(option + "PROMETHEUS_MULTIPROC_DIR is already set to '" + env +
-        "', which the application will write to; the plugin reads '" + dir + "'");
+  } else if (dir != env && std::string(env) != options.multiproc_dir) {
+    Log(OptionError("multiproc-dir", dir,
+                    std::string("PROMETHEUS_MULTIPROC_DIR is already set to '") + env +
+                        "', which the application will write to; the plugin reads '" + dir +
+                        "'"));
   }
   state.multiproc = new MultiprocCollector(dir);
-  auto skipped_total = std::make_shared<uint64_t>(0);
-  auto reported = std::make_shared<std::set<std::string>>();
-  state.exporter->AddProvider([skipped_total, reported](const Snapshot&, bool,
-                                                        std::vector<prometheus::MetricFamily>* out) {
-    state.multiproc->Collect(out, [&](const std::string& file, const std::string& why) {
-      ++*skipped_total;
-      if (reported->size() < 1000 && reported->insert(file + why).second) {
-        Log("multiproc: skipped " + file + ": " + why);
-      }
-    });
-    prometheus::MetricFamily skipped{
-        "uwsgi_prometheus_multiproc_skipped_files_total",
-        "Multi-process .db files skipped by scrapes because they could not be read (see the log).",
-        prometheus::MetricType::Counter, {}};
-    prometheus::ClientMetric m;
-    m.counter.value = static_cast<double>(*skipped_total);
-    skipped.metric.push_back(m);
-    out->push_back(std::move(skipped));
-  });
-}
-
-// Workers that died since the last look: remove their live-gauge files, as
-// prometheus_client's mark_process_dead does.
-void MarkDeadWorkers() {
-  if (!state.multiproc || !uwsgi.workers) return;
-  state.worker_pids.resize(static_cast<size_t>(uwsgi.numproc));
-  for (int i = 0; i < uwsgi.numproc; ++i) {
-    const long pid = uwsgi.workers[i + 1].pid;
-    long& known = state.worker_pids[static_cast<size_t>(i)];
-    if (known > 0 && known != pid) {
-      MultiprocCollector::MarkProcessDead(state.multiproc->dir(), known);
-    }
-    known = pid;
-  }
+  state.exporter->AddProvider(MultiprocProvider(state.multiproc, Log));
 }
 
 bool StartServer(std::string* error) {
   auto server = std::make_unique<HttpServer>();
-  if (!server->Listen(state.server_options, error)) return false;
+  HttpServerOptions server_options;
+  server_options.address = state.config.address;
+  if (!server->Listen(server_options, error)) return false;
   Exporter* exporter = state.exporter;
   if (!server->Start([exporter](const HttpRequest& req, HttpResponse* resp) {
         exporter->Handle(req, resp);
@@ -283,64 +186,78 @@ bool StartServer(std::string* error) {
 
 void StopAtExit();
 
+void Start(const UwsgiSettings& settings) {
+  std::string error;
+  if (!ResolveConfig(RawOptions(), &state.config, &error)) Fatal(error);
+  const ExporterOptions exporter_options =
+      ExporterOptionsFor(state.config, StatsUriFromConfig(), UWSGI_PROMETHEUS_VERSION);
+  state.source = new UwsgiSource(state.config.collect_cores);
+  state.exporter = new Exporter(state.source, exporter_options, Healthy);
+  state.exporter->log = Log;
+  SetUpRequestStats(settings);
+  SetUpMultiproc();
+  if (!state.atfork_registered) {
+    pthread_atfork(nullptr, nullptr, AfterForkInChild);
+    atexit(StopAtExit);
+    state.atfork_registered = true;
+  }
+  const std::string address = state.config.address.ToString();
+  if (!StartServer(&error)) Fatal(OptionError("socket", address, error));
+  const std::string& stats_uri = exporter_options.model.stats_uri;
+  Log("serving metrics on " + address + exporter_options.metrics_path +
+      (stats_uri.empty() ? "" : " (stats_uri=\"" + stats_uri + "\")"));
+}
+
 // preinit_apps: in the master, after the worker table exists and before
 // workers fork. Binds the endpoint so a busy port stops start-up.
 void PreinitApps() noexcept {
   try {
-    if (uwsgi.mywid != 0) return;  // never in a worker
-    if (!uwsgi.master_process) {
+    const UwsgiSettings settings = ReadSettings();
+    if (settings.in_worker) return;
+    if (!settings.master_process) {
       Fatal("the prometheus plugin serves metrics from the uWSGI master: add 'master = true' "
             "to your configuration (or --master)");
     }
-    CheckConfig();
-    ExporterOptions options;
-    options.metrics_path = config.path ? config.path : "/metrics";
-    options.model.collect_cores = config.collect_cores != 0;
-    options.model.stats_uri = config.stats_uri ? config.stats_uri : StatsUriFromConfig();
-    options.version = UWSGI_PROMETHEUS_VERSION;
-    state.source = new UwsgiSource(options.model.collect_cores);
-    state.exporter = new Exporter(state.source, options, Healthy);
-    state.exporter->log = Log;
-    SetUpRequestStats();
-    SetUpMultiproc();
-    if (!state.atfork_registered) {
-      pthread_atfork(nullptr, nullptr, AfterForkInChild);
-      atexit(StopAtExit);
-      state.atfork_registered = true;
-    }
-    std::string error;
-    if (!StartServer(&error)) {
-      Fatal("--prometheus-socket '" + state.server_options.address.ToString() + "': " + error);
-    }
-    Log("serving metrics on " + state.server_options.address.ToString() + options.metrics_path +
-        (options.model.stats_uri.empty() ? "" : " (stats_uri=\"" + options.model.stats_uri + "\")"));
+    Start(settings);
   } catch (const std::exception& e) {
     Fatal(std::string("cannot start: ") + e.what());
   }
 }
 
-// master_cycle: runs in the master loop. Keeps the heartbeat for /-/healthy,
-// and restarts the endpoint if the master is a forked copy of the process
-// that started it (daemonize2), where the thread does not exist.
-void MasterCycle() noexcept {
-  state.last_cycle_ns.store(MonotonicNs(), std::memory_order_relaxed);
-  try {
-    MarkDeadWorkers();
-  } catch (const std::exception& e) {
-    Log(std::string("cannot clean up a dead worker's files: ") + e.what());
-  }
-  if (!state.exporter || state.server_pid == getpid()) return;
+// Workers that died since the last look: their live-gauge files go.
+void ForgetDeadWorkers() {
+  std::vector<long> pids;
+  if (state.multiproc && ReadWorkerPids(&pids)) state.multiproc->ForgetDeadProcesses(pids);
+}
+
+// The master is a forked copy of the process that started the endpoint
+// (daemonize2), where the thread does not exist: start it again, at most
+// once a second.
+void RestartServerInNewMaster() {
   static int64_t last_try_ns = 0;
   const int64_t now = MonotonicNs();
   if (now - last_try_ns < 1000000000) return;
   last_try_ns = now;
+  std::string error;
+  if (StartServer(&error)) {
+    Log("endpoint restarted in the new master process");
+  } else {
+    Log("cannot restart endpoint yet: " + error);
+  }
+}
+
+// master_cycle: runs in the master loop. Keeps the heartbeat for /-/healthy,
+// cleans up after dead workers, and restarts the endpoint in a new master.
+void MasterCycle() noexcept {
+  state.heartbeat.Beat(MonotonicNs());
   try {
-    std::string error;
-    if (StartServer(&error)) {
-      Log("endpoint restarted in the new master process");
-    } else {
-      Log("cannot restart endpoint yet: " + error);
-    }
+    ForgetDeadWorkers();
+  } catch (const std::exception& e) {
+    Log(std::string("cannot clean up a dead worker's files: ") + e.what());
+  }
+  if (!state.exporter || state.server_pid == getpid()) return;
+  try {
+    RestartServerInNewMaster();
   } catch (const std::exception& e) {
     Log(std::string("cannot restart endpoint: ") + e.what());
   }
@@ -370,34 +287,34 @@ void SetMultiprocDir(char* opt, char* value, void* data) {
   }
 }
 
-struct uwsgi_option options[] = {
+struct uwsgi_option option_table[] = {
     {const_cast<char*>("prometheus-socket"), required_argument, 0,
      const_cast<char*>("address of the Prometheus endpoint: :9117 (default), 127.0.0.1:9117, "
                        "[::1]:9117 or a UNIX socket path"),
-     uwsgi_opt_set_str, &config.socket, 0},
+     uwsgi_opt_set_str, &options.socket, 0},
     {const_cast<char*>("prometheus-path"), required_argument, 0,
      const_cast<char*>("path of the metrics page (default /metrics)"), uwsgi_opt_set_str,
-     &config.path, 0},
+     &options.path, 0},
     {const_cast<char*>("prometheus-collect-cores"), no_argument, 0,
      const_cast<char*>("export per-core families (as uwsgi_exporter --collect.cores)"),
-     uwsgi_opt_true, &config.collect_cores, 0},
+     uwsgi_opt_true, &options.collect_cores, 0},
     {const_cast<char*>("prometheus-stats-uri"), required_argument, 0,
      const_cast<char*>("value of the stats_uri label (default: derived from --stats, or empty)"),
-     uwsgi_opt_set_str, &config.stats_uri, 0},
+     uwsgi_opt_set_str, &options.stats_uri, 0},
     {const_cast<char*>("prometheus-buckets"), required_argument, 0,
      const_cast<char*>("request duration histogram bounds in seconds, comma separated "
                        "(default .005,.01,.025,.05,.1,.25,.5,1,2.5,5,10)"),
-     uwsgi_opt_set_str, &config.buckets, 0},
+     uwsgi_opt_set_str, &options.buckets, 0},
     {const_cast<char*>("prometheus-per-app"), no_argument, 0,
      const_cast<char*>("label request metrics with the app's mountpoint"), uwsgi_opt_true,
-     &config.per_app, 0},
+     &options.per_app, 0},
     {const_cast<char*>("prometheus-per-worker"), no_argument, 0,
      const_cast<char*>("label request metrics with worker_id instead of summing workers"),
-     uwsgi_opt_true, &config.per_worker, 0},
+     uwsgi_opt_true, &options.per_worker, 0},
     {const_cast<char*>("prometheus-multiproc-dir"), required_argument, 0,
      const_cast<char*>("merge prometheus_client multi-process metrics from this directory into "
                        "the scrape (sets PROMETHEUS_MULTIPROC_DIR for the workers)"),
-     SetMultiprocDir, &config.multiproc_dir, 0},
+     SetMultiprocDir, &options.multiproc_dir, 0},
     {nullptr, 0, 0, nullptr, nullptr, nullptr, 0},
 };
 
@@ -409,17 +326,8 @@ struct uwsgi_option options[] = {
 extern "C" __attribute__((visibility("default"))) void uwsgi_prometheus_after_request(
     struct wsgi_request* wsgi_req) noexcept {
   using uwsgi_prometheus::state;
-  if (!state.requests || wsgi_req->do_not_account) return;
   uwsgi_prometheus::RequestObservation o;
-  o.worker_id = uwsgi.mywid > 0 ? static_cast<uint32_t>(uwsgi.mywid) : 0;
-  o.app_index = wsgi_req->app_id >= 0 ? static_cast<uint32_t>(wsgi_req->app_id) + 1 : 0;
-  const uint64_t end = wsgi_req->end_of_request;
-  const uint64_t start = wsgi_req->start_of_request;
-  o.duration_us = end > start ? end - start : 0;
-  o.response_bytes = wsgi_req->response_size + wsgi_req->headers_size;
-  o.status = wsgi_req->status;
-  o.method = wsgi_req->method ? std::string_view(wsgi_req->method, wsgi_req->method_len)
-                              : std::string_view();
+  if (!state.requests || !uwsgi_prometheus::ReadObservation(wsgi_req, &o)) return;
   state.requests->Observe(o);
 }
 
@@ -429,7 +337,7 @@ struct uwsgi_plugin prometheus_plugin = [] {
   struct uwsgi_plugin p;
   memset(&p, 0, sizeof p);
   p.name = "prometheus";
-  p.options = uwsgi_prometheus::options;
+  p.options = uwsgi_prometheus::option_table;
   p.on_load = uwsgi_prometheus::OnLoad;
   p.preinit_apps = uwsgi_prometheus::PreinitApps;
   p.master_cycle = uwsgi_prometheus::MasterCycle;

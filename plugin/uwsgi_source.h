@@ -1,11 +1,17 @@
-// The live SnapshotSource: copies counters out of uWSGI's shared memory.
-// This header does not include uwsgi.h; uwsgi_source.cc is the only file that
-// knows the layout of uWSGI's workers, apps, cores, sockets and caches.
+// Everything the plugin reads from uWSGI's memory: the live SnapshotSource
+// (counters out of uWSGI's shared memory), the settings the plugin acts on,
+// the workers' pids and a finished request. This header does not include
+// uwsgi.h; uwsgi_source.cc is the only file that knows the layout of uWSGI's
+// server, workers, apps, cores, sockets, caches and requests.
 #pragma once
 
 #include <string>
+#include <vector>
 
+#include "request_stats.h"
 #include "snapshot.h"
+
+struct wsgi_request;
 
 namespace uwsgi_prometheus {
 
@@ -22,5 +28,27 @@ class UwsgiSource : public SnapshotSource {
 // stats server ("tcp://127.0.0.1:1717", "unix:///run/stats.sock",
 // "http://127.0.0.1:1717"), or "" when it has none.
 std::string StatsUriFromConfig();
+
+// uWSGI's settings that the plugin acts on.
+struct UwsgiSettings {
+  bool master_process = false;  // --master
+  bool in_worker = false;       // this process is a worker
+  int workers = 0;              // --processes
+  int max_apps = 0;             // app ids per worker
+  int master_interval_s = 0;    // --master-interval (0: uWSGI's default)
+};
+UwsgiSettings ReadSettings();
+
+// Each worker slot's pid (0 for a slot without a worker), in slot order.
+// False before uWSGI has allocated the worker table.
+bool ReadWorkerPids(std::vector<long>* pids);
+
+// What a finished request tells the request metrics. False for a request
+// uWSGI does not account (do_not_account). Never blocks or allocates.
+bool ReadObservation(const struct wsgi_request* request, RequestObservation* out) noexcept;
+
+// Adds `symbol` to uWSGI's generic after-request hook list (resolved by
+// name after postinit_apps).
+void AddAfterRequestHook(const char* symbol);
 
 }  // namespace uwsgi_prometheus

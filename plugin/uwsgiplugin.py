@@ -33,8 +33,16 @@ CFLAGS = ['-std=c++17', '-fvisibility=hidden', '-fvisibility-inlines-hidden',
 LDFLAGS = ['-Wl,--exclude-libs,ALL', '-Wl,--version-script=' + os.path.join(_root, 'plugin', 'exports.map')]
 LIBS = ['-lprometheus-cpp-core', '-lfmt', '-ldeflate', '-lstdc++', '-lpthread']
 
+
+def _core_sources():
+    """src/sources.txt: the list src/CMakeLists.txt reads too."""
+    with open(os.path.join(_src, 'sources.txt')) as f:
+        lines = (line.strip() for line in f)
+        return [line for line in lines if line and not line.startswith('#')]
+
+
 GCC_LIST = [
     'prometheus_plugin.cc',
     'uwsgi_source.cc',
 ] + [os.path.relpath(os.path.join(_src, f), os.path.join(_root, 'plugin'))
-     for f in ('exporter.cc', 'http.cc', 'model.cc', 'procfs.cc', 'render.cc', 'request_stats.cc', 'multiproc.cc', 'negotiate.cc', 'gzip.cc', 'go_float.cc')]
+     for f in _core_sources()]

@@ -1,5 +1,6 @@
 #include "model.h"
 
+#include "labels.h"
 #include "render.h"
 
 #include <algorithm>
@@ -27,34 +28,6 @@ const char* WorkerStatusName(WorkerStatus status) {
 }
 
 namespace {
-
-// Length of the valid UTF-8 sequence at s[i], or 0 if it is not valid.
-size_t Utf8SequenceLength(std::string_view s, size_t i) {
-  const auto c = static_cast<unsigned char>(s[i]);
-  if (c == 0) return 0;
-  if (c < 0x80) return 1;
-  size_t len;
-  unsigned char lo = 0x80, hi = 0xBF;
-  if (c >= 0xC2 && c <= 0xDF) {
-    len = 2;
-  } else if (c >= 0xE0 && c <= 0xEF) {
-    len = 3;
-    if (c == 0xE0) lo = 0xA0;   // overlong
-    if (c == 0xED) hi = 0x9F;   // surrogates
-  } else if (c >= 0xF0 && c <= 0xF4) {
-    len = 4;
-    if (c == 0xF0) lo = 0x90;   // overlong
-    if (c == 0xF4) hi = 0x8F;   // > U+10FFFF
-  } else {
-    return 0;
-  }
-  if (i + len > s.size()) return 0;
-  for (size_t k = 1; k < len; ++k) {
-    const auto cc = static_cast<unsigned char>(s[i + k]);
-    if (k == 1 ? (cc < lo || cc > hi) : (cc < 0x80 || cc > 0xBF)) return 0;
-  }
-  return len;
-}
 
 // Every family the snapshot yields, in one table shared by the two paths
 // below: BuildFamilies (prometheus-cpp's data model, the reference) and
@@ -366,25 +339,9 @@ struct Rows {
   std::vector<std::string> core_ids;  // "0", "1", ... in text order
 };
 
-void BuildRows(const Snapshot& s, const ModelOptions& o, const SelfStats& self, Rows* rows) {
-  fmt::memory_buffer scratch;
-  RowBuilder b(&scratch);
-  const std::string uri = SanitizeLabelValue(o.stats_uri, o.max_label_value_bytes);
-  auto sane = [&](std::string_view v) { return SanitizeLabelValue(v, o.max_label_value_bytes); };
-  auto& r = rows->by_scope;
-  r[static_cast<int>(Scope::kServer)].push_back(b.Label("stats_uri", uri).Done(&s));
-  r[static_cast<int>(Scope::kProcess)].push_back(b.Done(&s.process));
-  r[static_cast<int>(Scope::kSelf)].push_back(b.Done(&self));
-  {
-    std::set<std::pair<std::string, std::string>> seen;
-    auto& out = r[static_cast<int>(Scope::kSocket)];
-    for (const auto& sock : s.sockets) {
-      auto name = sane(sock.name), proto = sane(sock.proto);
-      if (!seen.emplace(name, proto).second) continue;
-      out.push_back(b.Label("name", name).Label("proto", proto).Label("stats_uri", uri).Done(&sock));
-    }
-    SortRows(&out);
-  }
+// Started workers, sorted by id as text, each with its label text; the
+// escaped stats_uri label they share.
+void BuildWorkerRows(const Snapshot& s, const std::string& uri, Rows* rows) {
   for (const auto& w : s.workers) {
     if (w.id != 0) rows->workers.emplace_back(&w, w.id);
   }
@@ -407,6 +364,28 @@ void BuildRows(const Snapshot& s, const ModelOptions& o, const SelfStats& self, 
     wr.labels.append("{").append(rows->uri_label).append(",worker_id=\"");
     wr.labels.append(wr.Id()).append("\"} ");
   }
+}
+
+void BuildRows(const Snapshot& s, const ModelOptions& o, const SelfStats& self, Rows* rows) {
+  fmt::memory_buffer scratch;
+  RowBuilder b(&scratch);
+  const std::string uri = SanitizeLabelValue(o.stats_uri, o.max_label_value_bytes);
+  auto sane = [&](std::string_view v) { return SanitizeLabelValue(v, o.max_label_value_bytes); };
+  auto& r = rows->by_scope;
+  r[static_cast<int>(Scope::kServer)].push_back(b.Label("stats_uri", uri).Done(&s));
+  r[static_cast<int>(Scope::kProcess)].push_back(b.Done(&s.process));
+  r[static_cast<int>(Scope::kSelf)].push_back(b.Done(&self));
+  {
+    std::set<std::pair<std::string, std::string>> seen;
+    auto& out = r[static_cast<int>(Scope::kSocket)];
+    for (const auto& sock : s.sockets) {
+      auto name = sane(sock.name), proto = sane(sock.proto);
+      if (!seen.emplace(name, proto).second) continue;
+      out.push_back(b.Label("name", name).Label("proto", proto).Label("stats_uri", uri).Done(&sock));
+    }
+    SortRows(&out);
+  }
+  BuildWorkerRows(s, uri, rows);
   int max_cores = 0;
   for (const auto& wr : rows->workers) {
     const WorkerSnapshot& w = *wr.w;
@@ -551,21 +530,6 @@ bool LabelsLess(const ClientMetric& a, const ClientMetric& b) {
 }
 
 }  // namespace
-
-std::string SanitizeLabelValue(std::string_view value, size_t max_bytes) {
-  static constexpr char kReplacement[] = "\xEF\xBF\xBD";  // U+FFFD
-  std::string out;
-  out.reserve(std::min(value.size(), max_bytes));
-  size_t i = 0;
-  while (i < value.size()) {
-    size_t len = Utf8SequenceLength(value, i);
-    std::string_view piece = len ? value.substr(i, len) : std::string_view(kReplacement, 3);
-    if (out.size() + piece.size() > max_bytes) break;
-    out.append(piece);
-    i += len ? len : 1;
-  }
-  return out;
-}
 
 void Normalize(std::vector<MetricFamily>* families) {
   std::stable_sort(families->begin(), families->end(),

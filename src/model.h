@@ -12,6 +12,7 @@
 #include <fmt/format.h>
 #include <prometheus/metric_family.h>
 
+#include "labels.h"
 #include "snapshot.h"
 
 namespace uwsgi_prometheus {
@@ -19,7 +20,7 @@ namespace uwsgi_prometheus {
 struct ModelOptions {
   std::string stats_uri;          // value of the stats_uri label
   bool collect_cores = false;     // per-core families (uwsgi_exporter's --collect.cores)
-  size_t max_label_value_bytes = 512;
+  size_t max_label_value_bytes = kMaxLabelValueBytes;
 };
 
 // Counters about the endpoint itself, kept under uwsgi_exporter's names.
@@ -52,9 +53,5 @@ bool IsBuiltInFamily(std::string_view name);
 // Sorts families by name and each family's series by label values, and drops
 // series whose labels repeat an earlier one.
 void Normalize(std::vector<prometheus::MetricFamily>* families);
-
-// Makes `value` safe as a label value: invalid UTF-8 and NUL become U+FFFD,
-// and the result is cut to at most `max_bytes` on a character boundary.
-std::string SanitizeLabelValue(std::string_view value, size_t max_bytes);
 
 }  // namespace uwsgi_prometheus

@@ -4,6 +4,8 @@
 
 #include <fmt/format.h>
 
+#include "labels.h"
+
 namespace uwsgi_prometheus {
 
 using prometheus::ClientMetric;
@@ -27,17 +29,6 @@ void AppendValue(fmt::memory_buffer* out, double value) {
     Append(out, std::string_view(i.data(), i.size()));
   } else {
     fmt::format_to(std::back_inserter(*out), "{}", value);
-  }
-}
-
-void AppendEscapedLabelValue(fmt::memory_buffer* out, std::string_view value) {
-  for (char c : value) {
-    switch (c) {
-      case '\\': Append(out, "\\\\"); break;
-      case '"': Append(out, "\\\""); break;
-      case '\n': Append(out, "\\n"); break;
-      default: out->push_back(c);
-    }
   }
 }
 
@@ -105,13 +96,7 @@ void AppendHelpLine(fmt::memory_buffer* out, std::string_view name, std::string_
   Append(out, "# HELP ");
   Append(out, name);
   out->push_back(' ');
-  for (char c : help) {
-    switch (c) {
-      case '\\': Append(out, "\\\\"); break;
-      case '\n': Append(out, "\\n"); break;
-      default: out->push_back(c);
-    }
-  }
+  AppendEscapedHelp(out, help);
   out->push_back('\n');
 }
 

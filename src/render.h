@@ -23,7 +23,6 @@ std::string RenderText(const std::vector<prometheus::MetricFamily>& families);
 // Pieces of the format, shared with the direct snapshot renderer in model.cc.
 void RenderFamily(const prometheus::MetricFamily& family, fmt::memory_buffer* out);
 void AppendValue(fmt::memory_buffer* out, double value);
-void AppendEscapedLabelValue(fmt::memory_buffer* out, std::string_view value);
 void AppendHelpLine(fmt::memory_buffer* out, std::string_view name, std::string_view help);
 void AppendTypeLine(fmt::memory_buffer* out, std::string_view name, prometheus::MetricType type);
 inline void Append(fmt::memory_buffer* out, std::string_view s) {

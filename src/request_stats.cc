@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <iterator>
 #include <map>
 #include <new>
 #include <tuple>
@@ -182,63 +183,87 @@ void RequestStats::Observe(const RequestObservation& o) noexcept {
   s->count.fetch_add(1, std::memory_order_release);
 }
 
-void RequestStats::AppendFamilies(const RenderOptions& options,
-                                  std::vector<MetricFamily>* out) const {
-  const RequestStatsHeader* h = header_;
-  if (!h) return;
-  const bool per_app = !options.app_labels.empty() && h->apps > 1;
-  auto app_label = [&](uint32_t w, uint32_t a) {
-    if (w < options.app_labels.size() && a < options.app_labels[w].size()) {
-      return options.app_labels[w][a];
-    }
-    return a == 0 ? std::string("(no app)") : "(app " + std::to_string(a - 1) + ")";
-  };
+namespace {
 
-  // Group slots into series: key = (worker label, app label).
-  struct Sums {
-    std::vector<uint64_t> duration;  // non-cumulative, + overflow bucket
-    uint64_t duration_sum_us = 0;
-    uint64_t count = 0;
-    uint64_t size[kSizeBuckets + 1] = {};
-    uint64_t size_sum = 0;
-    std::map<std::pair<uint32_t, uint32_t>, uint64_t> pairs;  // (method, code)
-    uint64_t overflow = 0;
-  };
-  std::map<std::pair<std::string, std::string>, Sums> series;
-  constexpr auto relaxed = std::memory_order_relaxed;
-  for (uint32_t w = 0; w < h->workers; ++w) {
-    for (uint32_t a = 0; a < h->apps; ++a) {
-      const RequestSlot* s = slot(w * h->apps + a);
-      // Read the count first (acquire): every bucket it covers is visible,
-      // so a histogram never has _count above its +Inf bucket.
-      const uint64_t count = s->count.load(std::memory_order_acquire);
-      if (count == 0) continue;
-      auto& sum = series[{options.per_worker ? std::to_string(w + 1) : std::string(),
-                          per_app ? app_label(w, a) : std::string()}];
-      sum.duration.resize(h->duration_buckets + 1);
-      for (uint32_t b = 0; b <= h->duration_buckets; ++b) {
-        sum.duration[b] += s->duration_buckets[b].load(relaxed);
-      }
-      sum.duration_sum_us += s->duration_sum_us.load(relaxed);
-      sum.count += count;
-      for (size_t b = 0; b <= kSizeBuckets; ++b) sum.size[b] += s->size_buckets[b].load(relaxed);
-      sum.size_sum += s->size_sum.load(relaxed);
-      for (const auto& pair : s->pairs) {
-        const uint32_t key = pair.key.load(std::memory_order_acquire);
-        if (key == 0) continue;
-        sum.pairs[{(key >> 16) - 1, key & 0xffff}] += pair.count.load(relaxed);
-      }
-      sum.overflow += s->overflow.load(relaxed);
-    }
+// One series' counts, summed over the slots it covers.
+struct Sums {
+  std::vector<uint64_t> duration;  // non-cumulative, + overflow bucket
+  uint64_t duration_sum_us = 0;
+  uint64_t count = 0;
+  uint64_t size[kSizeBuckets + 1] = {};
+  uint64_t size_sum = 0;
+  std::map<std::pair<uint32_t, uint32_t>, uint64_t> pairs;  // (method, code)
+  uint64_t overflow = 0;
+};
+
+// A series: (worker label, app label), each empty when not split by it.
+using SeriesKey = std::pair<std::string, std::string>;
+
+std::string AppLabel(const RequestStats::RenderOptions& options, uint32_t w, uint32_t a) {
+  if (w < options.app_labels.size() && a < options.app_labels[w].size()) {
+    return options.app_labels[w][a];
   }
+  return a == 0 ? std::string("(no app)") : "(app " + std::to_string(a - 1) + ")";
+}
 
-  auto base_labels = [&](const std::pair<std::string, std::string>& k) {
-    std::vector<ClientMetric::Label> labels;
-    if (per_app) labels.push_back({"mountpoint", k.second});
-    if (options.per_worker) labels.push_back({"worker_id", k.first});
-    return labels;
-  };
+void AddSlot(const RequestSlot& s, uint64_t count, uint32_t duration_buckets, Sums* sum) {
+  constexpr auto relaxed = std::memory_order_relaxed;
+  sum->duration.resize(duration_buckets + 1);
+  for (uint32_t b = 0; b <= duration_buckets; ++b) {
+    sum->duration[b] += s.duration_buckets[b].load(relaxed);
+  }
+  sum->duration_sum_us += s.duration_sum_us.load(relaxed);
+  sum->count += count;
+  for (size_t b = 0; b <= kSizeBuckets; ++b) sum->size[b] += s.size_buckets[b].load(relaxed);
+  sum->size_sum += s.size_sum.load(relaxed);
+  for (const auto& pair : s.pairs) {
+    const uint32_t key = pair.key.load(std::memory_order_acquire);
+    if (key == 0) continue;
+    sum->pairs[{(key >> 16) - 1, key & 0xffff}] += pair.count.load(relaxed);
+  }
+  sum->overflow += s.overflow.load(relaxed);
+}
 
+// Consistency within one scrape: the +Inf bucket is _count. Buckets may have
+// moved past the count read first; clamp so cumulative counts never exceed
+// _count.
+ClientMetric Histogram(std::vector<ClientMetric::Label> labels, const uint64_t* buckets,
+                       const std::vector<double>& bounds, uint64_t count, double sum) {
+  ClientMetric m;
+  m.label = std::move(labels);
+  uint64_t cumulative = 0;
+  for (size_t b = 0; b < bounds.size(); ++b) {
+    cumulative = std::min(count, cumulative + buckets[b]);
+    m.histogram.bucket.push_back({cumulative, bounds[b]});
+  }
+  m.histogram.bucket.push_back({count, INFINITY});
+  m.histogram.sample_count = count;
+  m.histogram.sample_sum = sum;
+  return m;
+}
+
+ClientMetric RequestCount(std::vector<ClientMetric::Label> labels, std::string code,
+                          std::string method, uint64_t n) {
+  ClientMetric r;
+  r.label = std::move(labels);
+  r.label.push_back({"code", std::move(code)});
+  r.label.push_back({"method", std::move(method)});
+  r.counter.value = static_cast<double>(n);
+  return r;
+}
+
+std::vector<ClientMetric::Label> BaseLabels(const SeriesKey& key, bool per_app, bool per_worker) {
+  std::vector<ClientMetric::Label> labels;
+  if (per_app) labels.push_back({"mountpoint", key.second});
+  if (per_worker) labels.push_back({"worker_id", key.first});
+  return labels;
+}
+
+// The three families, one series per key; labels sorted by name.
+void AppendSeries(const std::map<SeriesKey, Sums>& series,
+                  const std::vector<double>& duration_bounds, bool per_app, bool per_worker,
+                  std::vector<MetricFamily>* out) {
+  const std::vector<double> size_bounds(std::begin(kSizeBounds), std::end(kSizeBounds));
   MetricFamily duration{"uwsgi_request_duration_seconds",
                         "Time from the start of a request to its end in the worker, in seconds.",
                         MetricType::Histogram, {}};
@@ -248,49 +273,16 @@ void RequestStats::AppendFamilies(const RenderOptions& options,
                         "Requests finished by the workers, by HTTP status code and method.",
                         MetricType::Counter, {}};
   for (const auto& [key, sum] : series) {
-    // Consistency within one scrape: the +Inf bucket is _count. Buckets may
-    // have moved past the count read first; clamp so cumulative counts never
-    // exceed _count.
-    ClientMetric d;
-    d.label = base_labels(key);
-    uint64_t cumulative = 0;
-    for (uint32_t b = 0; b < h->duration_buckets; ++b) {
-      cumulative = std::min(sum.count, cumulative + sum.duration[b]);
-      d.histogram.bucket.push_back({cumulative, h->duration_bounds_us[b] / 1e6});
-    }
-    d.histogram.bucket.push_back({sum.count, INFINITY});
-    d.histogram.sample_count = sum.count;
-    d.histogram.sample_sum = static_cast<double>(sum.duration_sum_us) / 1e6;
-    duration.metric.push_back(std::move(d));
-
-    ClientMetric z;
-    z.label = base_labels(key);
-    cumulative = 0;
-    for (size_t b = 0; b < kSizeBuckets; ++b) {
-      cumulative = std::min(sum.count, cumulative + sum.size[b]);
-      z.histogram.bucket.push_back({cumulative, kSizeBounds[b]});
-    }
-    z.histogram.bucket.push_back({sum.count, INFINITY});
-    z.histogram.sample_count = sum.count;
-    z.histogram.sample_sum = static_cast<double>(sum.size_sum);
-    size.metric.push_back(std::move(z));
-
+    const auto labels = BaseLabels(key, per_app, per_worker);
+    duration.metric.push_back(Histogram(labels, sum.duration.data(), duration_bounds, sum.count,
+                                        static_cast<double>(sum.duration_sum_us) / 1e6));
+    size.metric.push_back(Histogram(labels, sum.size, size_bounds, sum.count,
+                                    static_cast<double>(sum.size_sum)));
     for (const auto& [pair, n] : sum.pairs) {
-      ClientMetric r;
-      r.label = base_labels(key);
-      r.label.push_back({"code", std::to_string(pair.second)});
-      r.label.push_back({"method", pair.first < kMethodCount ? kMethods[pair.first] : "other"});
-      r.counter.value = static_cast<double>(n);
-      requests.metric.push_back(std::move(r));
+      const char* method = pair.first < kMethodCount ? kMethods[pair.first] : "other";
+      requests.metric.push_back(RequestCount(labels, std::to_string(pair.second), method, n));
     }
-    if (sum.overflow) {
-      ClientMetric r;
-      r.label = base_labels(key);
-      r.label.push_back({"code", "other"});
-      r.label.push_back({"method", "other"});
-      r.counter.value = static_cast<double>(sum.overflow);
-      requests.metric.push_back(std::move(r));
-    }
+    if (sum.overflow) requests.metric.push_back(RequestCount(labels, "other", "other", sum.overflow));
   }
   for (auto* f : {&duration, &size, &requests}) {
     for (auto& m : f->metric) {
@@ -299,6 +291,34 @@ void RequestStats::AppendFamilies(const RenderOptions& options,
     }
     out->push_back(std::move(*f));
   }
+}
+
+}  // namespace
+
+void RequestStats::AppendFamilies(const RenderOptions& options,
+                                  std::vector<MetricFamily>* out) const {
+  const RequestStatsHeader* h = header_;
+  if (!h) return;
+  const bool per_app = !options.app_labels.empty() && h->apps > 1;
+  // Group slots into series.
+  std::map<SeriesKey, Sums> series;
+  for (uint32_t w = 0; w < h->workers; ++w) {
+    for (uint32_t a = 0; a < h->apps; ++a) {
+      const RequestSlot* s = slot(w * h->apps + a);
+      // Read the count first (acquire): every bucket it covers is visible,
+      // so a histogram never has _count above its +Inf bucket.
+      const uint64_t count = s->count.load(std::memory_order_acquire);
+      if (count == 0) continue;
+      AddSlot(*s, count, h->duration_buckets,
+              &series[{options.per_worker ? std::to_string(w + 1) : std::string(),
+                       per_app ? AppLabel(options, w, a) : std::string()}]);
+    }
+  }
+  std::vector<double> duration_bounds(h->duration_buckets);
+  for (uint32_t b = 0; b < h->duration_buckets; ++b) {
+    duration_bounds[b] = h->duration_bounds_us[b] / 1e6;
+  }
+  AppendSeries(series, duration_bounds, per_app, options.per_worker, out);
 }
 
 }  // namespace uwsgi_prometheus

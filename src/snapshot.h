@@ -36,7 +36,6 @@ struct CoreSnapshot {
 
 struct WorkerSnapshot {
   int id = 0;  // uWSGI's worker id (1-based); 0 means a never-started slot
-  int64_t pid = 0;
   bool accepting = false;
   uint64_t requests = 0;
   uint64_t delta_requests = 0;

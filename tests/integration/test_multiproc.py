@@ -283,8 +283,14 @@ class ThroughThePlugin(unittest.TestCase):
             os.mkfifo(os.path.join(mp, 'gauge_all_778.db'))
             samples = parse_exposition(u.scrape())[0]
             self.assertEqual(sum(v for (n, _), v in samples.items() if n == 'app_hits_total'), 13)
-            skipped = samples[('uwsgi_prometheus_multiproc_skipped_files_total', frozenset())]
-            self.assertGreaterEqual(skipped, 2)
+            skipped = {dict(ls)['reason']: v for (n, ls), v in samples.items()
+                       if n == 'uwsgi_prometheus_multiproc_skipped_files_total'}
+            self.assertEqual(set(skipped), {'directory', 'file_name', 'open', 'not_regular',
+                                            'too_large', 'corrupt', 'invalid_keys'})
+            self.assertGreaterEqual(skipped['corrupt'], 1)
+            self.assertGreaterEqual(skipped['not_regular'], 1)
+            self.assertGreaterEqual(samples[('uwsgi_prometheus_multiproc_files', frozenset())], 2)
+            self.assertIn(('uwsgi_prometheus_multiproc_merge_duration_seconds', frozenset()), samples)
             self.assertIn('multiproc: skipped gauge_all_778.db: not a regular file', u.read_log())
 
             # a worker dies: its live gauge goes, its counts stay

@@ -14,8 +14,8 @@ int main(int argc, char** argv) {
   }
   uwsgi_prometheus::MultiprocCollector collector(argv[1]);
   std::vector<prometheus::MetricFamily> families;
-  collector.Collect(&families, [](const std::string& file, const std::string& why) {
-    std::fprintf(stderr, "skipped %s: %s\n", file.c_str(), why.c_str());
+  collector.Collect(&families, [](const uwsgi_prometheus::SkippedFile& skip) {
+    std::fprintf(stderr, "skipped %s: %s\n", skip.file.c_str(), skip.why.c_str());
   });
   uwsgi_prometheus::Normalize(&families);
   std::fputs(uwsgi_prometheus::RenderText(families).c_str(), stdout);

@@ -19,7 +19,6 @@ inline Snapshot MakeSnapshot(int workers, int cores = 1) {
   for (int i = 1; i <= workers; ++i) {
     WorkerSnapshot w;
     w.id = i;
-    w.pid = 1000 + i;
     w.accepting = true;
     w.requests = 100u * i;
     w.delta_requests = 10u * i;

@@ -5,6 +5,7 @@
 #include <catch2/catch.hpp>
 #include <prometheus/check_names.h>
 
+#include "families.h"
 #include "fake_source.h"
 #include "model.h"
 
@@ -13,20 +14,6 @@ using prometheus::MetricFamily;
 using prometheus::MetricType;
 
 namespace {
-
-const MetricFamily* Find(const std::vector<MetricFamily>& fs, const std::string& name) {
-  for (const auto& f : fs) {
-    if (f.name == name) return &f;
-  }
-  return nullptr;
-}
-
-std::string Label(const prometheus::ClientMetric& m, const std::string& name) {
-  for (const auto& l : m.label) {
-    if (l.name == name) return l.value;
-  }
-  return "<absent>";
-}
 
 std::vector<MetricFamily> Build(const Snapshot& s, ModelOptions o = {}, SelfStats self = {}) {
   std::vector<MetricFamily> out;
@@ -228,37 +215,17 @@ TEST_CASE("families are sorted by name and series by labels", "[model]") {
   for (size_t i = 0; i < fs.size(); ++i) CHECK(again[i].metric.size() == fs[i].metric.size());
 }
 
-TEST_CASE("label values are sanitized", "[model]") {
-  SECTION("invalid UTF-8 becomes U+FFFD") {
-    CHECK(SanitizeLabelValue("a\xff" "b", 100) == "a\xEF\xBF\xBD" "b");
-    CHECK(SanitizeLabelValue("\xC0\xAF", 100) == "\xEF\xBF\xBD\xEF\xBF\xBD");   // overlong
-    CHECK(SanitizeLabelValue("\xED\xA0\x80", 100) ==
-          "\xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBD");                               // surrogate
-    CHECK(SanitizeLabelValue("\xE2\x82", 100) == "\xEF\xBF\xBD\xEF\xBF\xBD");   // truncated
-  }
-  SECTION("NUL becomes U+FFFD") {
-    CHECK(SanitizeLabelValue(std::string("a\0b", 3), 100) == "a\xEF\xBF\xBD" "b");
-  }
-  SECTION("valid UTF-8 is kept") {
-    CHECK(SanitizeLabelValue("/caf\xC3\xA9/\xF0\x9F\x98\x80", 100) ==
-          "/caf\xC3\xA9/\xF0\x9F\x98\x80");
-  }
-  SECTION("length is capped on a character boundary") {
-    CHECK(SanitizeLabelValue("abcdef", 4) == "abcd");
-    CHECK(SanitizeLabelValue("ab\xC3\xA9", 3) == "ab");
-  }
-  SECTION("apps with hostile mountpoints still give distinct valid series") {
-    Snapshot s = MakeSnapshot(1);
-    s.workers[0].apps[0].mountpoint = std::string(2000, 'x') + "\xff";
-    AppSnapshot second = s.workers[0].apps[0];
-    second.id = 1;
-    second.mountpoint = std::string(2000, 'x') + "y";  // same after the cap
-    s.workers[0].apps.push_back(second);
-    auto fs = Build(s);
-    const auto* req = Find(fs, "uwsgi_worker_app_requests_total");
-    REQUIRE(req->metric.size() == 2);  // app_id keeps them apart
-    CHECK(Label(req->metric[0], "mountpoint").size() == 512);
-  }
+TEST_CASE("apps with hostile mountpoints still give distinct valid series", "[model]") {
+  Snapshot s = MakeSnapshot(1);
+  s.workers[0].apps[0].mountpoint = std::string(2000, 'x') + "\xff";
+  AppSnapshot second = s.workers[0].apps[0];
+  second.id = 1;
+  second.mountpoint = std::string(2000, 'x') + "y";  // same after the cap
+  s.workers[0].apps.push_back(second);
+  auto fs = Build(s);
+  const auto* req = Find(fs, "uwsgi_worker_app_requests_total");
+  REQUIRE(req->metric.size() == 2);  // app_id keeps them apart
+  CHECK(Label(req->metric[0], "mountpoint").size() == 512);
 }
 
 TEST_CASE("Normalize drops repeated series", "[model]") {

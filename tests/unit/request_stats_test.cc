@@ -6,6 +6,7 @@
 
 #include <catch2/catch.hpp>
 
+#include "families.h"
 #include "model.h"
 #include "render.h"
 #include "request_stats.h"
@@ -14,17 +15,6 @@ using namespace uwsgi_prometheus;
 using prometheus::MetricFamily;
 
 namespace {
-
-RequestStats Make(uint32_t workers, uint32_t apps = 1) {
-  RequestStats stats;
-  RequestStatsOptions o;
-  o.duration_bounds = DefaultDurationBounds();
-  o.workers = workers;
-  o.apps = apps;
-  std::string error;
-  REQUIRE(stats.Create(o, &error));
-  return stats;
-}
 
 RequestObservation Obs(uint32_t worker, uint64_t us, int status = 200, const char* method = "GET",
                        uint64_t bytes = 500) {
@@ -74,7 +64,7 @@ TEST_CASE("buckets are parsed and validated", "[request_stats]") {
 }
 
 TEST_CASE("observations land in the right buckets and sum over workers", "[request_stats]") {
-  auto stats = Make(3);
+  auto stats = MakeRequestStats(3);
   stats.Observe(Obs(1, 3000));          // 3 ms  -> le=0.005
   stats.Observe(Obs(2, 5000));          // 5 ms  -> le=0.005 (inclusive)
   stats.Observe(Obs(3, 70000, 404));    // 70 ms -> le=0.1
@@ -101,7 +91,7 @@ TEST_CASE("observations land in the right buckets and sum over workers", "[reque
 }
 
 TEST_CASE("unknown methods and odd codes stay bounded", "[request_stats]") {
-  auto stats = Make(1);
+  auto stats = MakeRequestStats(1);
   stats.Observe(Obs(1, 10, 200, "BREW"));
   stats.Observe(Obs(1, 10, 200, "get"));
   stats.Observe(Obs(1, 10, 0, "GET"));
@@ -113,7 +103,7 @@ TEST_CASE("unknown methods and odd codes stay bounded", "[request_stats]") {
 }
 
 TEST_CASE("more distinct pairs than the table holds go to other/other", "[request_stats]") {
-  auto stats = Make(1);
+  auto stats = MakeRequestStats(1);
   uint64_t total = 0;
   for (int code = 100; code < 300; ++code) {
     stats.Observe(Obs(1, 10, code));
@@ -128,7 +118,7 @@ TEST_CASE("more distinct pairs than the table holds go to other/other", "[reques
 }
 
 TEST_CASE("per-worker and per-app series", "[request_stats]") {
-  auto stats = Make(2, 3);
+  auto stats = MakeRequestStats(2, 3);
   RequestObservation o = Obs(1, 10);
   o.app_index = 1;
   stats.Observe(o);
@@ -160,7 +150,7 @@ TEST_CASE("per-worker and per-app series", "[request_stats]") {
 }
 
 TEST_CASE("threads and forked processes add without losing counts", "[request_stats]") {
-  auto stats = Make(2);
+  auto stats = MakeRequestStats(2);
   constexpr int kPerThread = 20000;
   // Worker 1: a forked process with 4 threads, like threads = 4.
   pid_t child = fork();
@@ -191,7 +181,7 @@ TEST_CASE("threads and forked processes add without losing counts", "[request_st
 }
 
 TEST_CASE("a table of another version is refused", "[request_stats]") {
-  auto stats = Make(1);
+  auto stats = MakeRequestStats(1);
   std::vector<char> copy(stats.bytes());
   std::memcpy(copy.data(), stats.header(), copy.size());
   reinterpret_cast<RequestStatsHeader*>(copy.data())->version = 99;
@@ -202,7 +192,7 @@ TEST_CASE("a table of another version is refused", "[request_stats]") {
 }
 
 TEST_CASE("rendered request families pass the text format", "[request_stats]") {
-  auto stats = Make(1);
+  auto stats = MakeRequestStats(1);
   stats.Observe(Obs(1, 42000));
   std::vector<MetricFamily> fs;
   stats.AppendFamilies({}, &fs);

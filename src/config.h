@@ -1,0 +1,58 @@
+// The plugin's options: RawConfig is what uWSGI's option parser read (text as
+// given, flags as set); ResolveConfig checks and converts it into Config,
+// with errors in the form "--prometheus-socket 'value': reason" that the
+// plugin logs before it stops uWSGI.
+#pragma once
+
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "exporter.h"
+#include "http.h"
+#include "request_stats.h"
+
+namespace uwsgi_prometheus {
+
+struct RawConfig {
+  std::optional<std::string> socket;         // --prometheus-socket
+  std::optional<std::string> path;           // --prometheus-path
+  std::optional<std::string> stats_uri;      // --prometheus-stats-uri
+  std::optional<std::string> buckets;        // --prometheus-buckets
+  std::optional<std::string> multiproc_dir;  // --prometheus-multiproc-dir
+  bool collect_cores = false;                // --prometheus-collect-cores
+  bool per_app = false;                      // --prometheus-per-app
+  bool per_worker = false;                   // --prometheus-per-worker
+};
+
+struct Config {
+  ListenAddress address;                 // default :9117; never port 0
+  std::string metrics_path = "/metrics";
+  std::optional<std::string> stats_uri;  // unset: derived from uWSGI's --stats
+  std::vector<double> buckets;           // request duration bounds, seconds
+  std::string multiproc_dir;             // empty: off; no trailing '/'
+  bool collect_cores = false;
+  bool per_app = false;
+  bool per_worker = false;
+};
+
+// Fills `config` from `raw`; on the first bad option returns false with
+// "--prometheus-<option> '<value>': <reason>" in `error`.
+bool ResolveConfig(const RawConfig& raw, Config* config, std::string* error);
+
+// "--prometheus-<option> '<value>': <reason>", for errors found later (a
+// busy port, a directory that cannot be created).
+std::string OptionError(std::string_view option, std::string_view value, std::string_view reason);
+
+// The endpoint's options; `stats_uri` is used when the configuration names
+// none.
+ExporterOptions ExporterOptionsFor(const Config& config, const std::string& stats_uri,
+                                   const std::string& version);
+
+// The request table for `workers` workers: one slot per worker, or with
+// per_app one per app id of each worker plus slot 0 for requests no app
+// served.
+RequestStatsOptions RequestStatsOptionsFor(const Config& config, int workers, int max_apps);
+
+}  // namespace uwsgi_prometheus

@@ -1,0 +1,62 @@
+#include "providers.h"
+
+#include <memory>
+#include <set>
+#include <utility>
+
+#include "labels.h"
+
+namespace uwsgi_prometheus {
+
+namespace {
+
+constexpr size_t kMaxSkipLogLines = 1000;
+
+}  // namespace
+
+std::vector<std::vector<std::string>> AppLabels(const Snapshot& snapshot) {
+  std::vector<std::vector<std::string>> labels(snapshot.workers.size());
+  for (size_t w = 0; w < snapshot.workers.size(); ++w) {
+    labels[w].assign(1, "(no app)");
+    for (const auto& app : snapshot.workers[w].apps) {
+      labels[w].push_back(SanitizeLabelValue(app.mountpoint, kMaxLabelValueBytes));
+    }
+  }
+  return labels;
+}
+
+FamilyProvider RequestStatsProvider(const RequestStats* stats, bool per_app, bool per_worker) {
+  auto last_labels = std::make_shared<std::vector<std::vector<std::string>>>();
+  return [stats, per_app, per_worker, last_labels](const Snapshot& snapshot, bool taken,
+                                                   std::vector<prometheus::MetricFamily>* out) {
+    RequestStats::RenderOptions options;
+    options.per_worker = per_worker;
+    if (per_app) {
+      if (taken) *last_labels = AppLabels(snapshot);
+      options.app_labels = *last_labels;
+      if (options.app_labels.empty()) options.app_labels.resize(1);  // still per app
+    }
+    stats->AppendFamilies(options, out);
+  };
+}
+
+FamilyProvider MultiprocProvider(MultiprocCollector* collector, LogFunction log) {
+  auto reported = std::make_shared<std::set<std::string>>();
+  return [collector, log = std::move(log), reported](const Snapshot&, bool,
+                                                     std::vector<prometheus::MetricFamily>* out) {
+    // The plugin's own families first: an app family of the same name is
+    // then the one dropped (and logged) by the exporter.
+    std::vector<prometheus::MetricFamily> merged;
+    collector->Collect(&merged, [&](const SkippedFile& skip) {
+      if (log && reported->size() < kMaxSkipLogLines &&
+          reported->insert(skip.file + '\0' + skip.why).second) {
+        log("multiproc: skipped " + skip.file + ": " + skip.why);
+      }
+    });
+    collector->AppendStatsFamilies(out);
+    out->insert(out->end(), std::make_move_iterator(merged.begin()),
+                std::make_move_iterator(merged.end()));
+  };
+}
+
+}  // namespace uwsgi_prometheus

@@ -1,0 +1,34 @@
+// Families added to every scrape besides the snapshot's own: request metrics
+// measured in the workers, and the prometheus_client multi-process merge.
+// Each function returns a FamilyProvider for Exporter::AddProvider.
+#pragma once
+
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "exporter.h"
+#include "multiproc.h"
+#include "request_stats.h"
+#include "snapshot.h"
+
+namespace uwsgi_prometheus {
+
+using LogFunction = std::function<void(const std::string&)>;
+
+// Per-app labels of request metrics: labels[w][0] is "(no app)" (requests no
+// app served), labels[w][j + 1] the mountpoint worker w reports for its app
+// id j (app ids are per worker), sanitized.
+std::vector<std::vector<std::string>> AppLabels(const Snapshot& snapshot);
+
+// The request metrics of `stats` (which must outlive the provider): summed
+// over workers unless `per_worker`; with `per_app`, labelled by AppLabels of
+// the scrape's snapshot, or of the last one taken when it cannot be read.
+FamilyProvider RequestStatsProvider(const RequestStats* stats, bool per_app, bool per_worker);
+
+// The merged families of `collector` (which must outlive the provider) and
+// its uwsgi_prometheus_multiproc_* families. A skipped file is logged once
+// per file and reason (up to 1000 lines).
+FamilyProvider MultiprocProvider(MultiprocCollector* collector, LogFunction log);
+
+}  // namespace uwsgi_prometheus
