@@ -141,7 +141,12 @@ def backtraces(pid):
 
 class ReloadsAndRespawns(unittest.TestCase):
     def setUp(self):
-        self.u = Uwsgi(workers=2, threads=2)
+        # uWSGI 2.0's graceful stop of a threaded worker can deadlock: the
+        # SIGHUP handler joins the other thread while holding the GIL that
+        # thread waits for. The master kills such an old worker after
+        # worker-reload-mercy (60 s by default); this test is about the new
+        # workers, so the old ones get 5 s.
+        self.u = Uwsgi(workers=2, threads=2, extra=[('worker-reload-mercy', '5')])
         self.u.start()
         self.addCleanup(self.u.cleanup)
 
