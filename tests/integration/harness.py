@@ -13,6 +13,12 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 UWSGI = os.environ.get('UWSGI_BIN', shutil.which('uwsgi') or '/usr/bin/uwsgi')
+# Set by CMake when the plugin is built with UWSGI_PROMETHEUS_SANITIZE=ON: the
+# ASan and UBSan runtimes (':'-separated, ASan first) that the sanitized
+# plugin needs, preloaded into each uwsgi started here. This Python never
+# loads them.
+SANITIZER_PRELOAD = os.environ.get('UWSGI_PROMETHEUS_SANITIZER_PRELOAD', '')
+SANITIZER_FILES = os.path.join(HERE, '..', 'sanitizer')
 
 
 def plugin_path():
@@ -114,8 +120,12 @@ def connect(where, timeout=10):
     if isinstance(where, tuple):
         return socket.create_connection(where, timeout=timeout)
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    s.settimeout(timeout)
-    s.connect(where)
+    try:
+        s.settimeout(timeout)
+        s.connect(where)
+    except BaseException:
+        s.close()
+        raise
     return s
 
 
@@ -126,7 +136,7 @@ def read_stats(where):
 
 
 APP = '''
-import os, time
+import os, threading, time
 
 def application(environ, start_response):
     path = environ.get('PATH_INFO', '/')
@@ -159,11 +169,54 @@ def application(environ, start_response):
         status = code + ' Whatever'
     if path == '/pid':
         body = str(os.getpid()).encode()
+    elif path.startswith('/pid/'):
+        # /pid/SECONDS: "PID TID" of the worker thread, after sleeping SECONDS
+        time.sleep(float(path.split('/')[2]))
+        body = ('%d %d' % (os.getpid(), threading.get_native_id())).encode()
     else:
         body = b'hello ' + path.encode()
     start_response(status, [('Content-Type', 'text/plain'), ('Content-Length', str(len(body)))])
     return [body]
 '''
+
+
+def sanitizer_env(directory):
+    """The environment for a uwsgi process: this one's, plus under a
+    sanitized build the preloaded runtimes and options that write every
+    report to a file in `directory` (see sanitizer_reports)."""
+    env = dict(os.environ)
+    if not SANITIZER_PRELOAD:
+        return env
+    env['LD_PRELOAD'] = ':'.join(p for p in (SANITIZER_PRELOAD, env.get('LD_PRELOAD')) if p)
+    common = [
+        'log_path=' + os.path.join(directory, 'sanitizer'),  # one file per reporting pid
+        'halt_on_error=1',     # the first report ends the process...
+        'abort_on_error=1',    # ...with SIGABRT, which uWSGI logs for a worker
+        'print_stacktrace=1',
+    ]
+    env['ASAN_OPTIONS'] = ':'.join(common + [
+        # uWSGI and CPython keep their memory until exit by design and
+        # workers end by signal; leaks are checked in the unit tests.
+        'detect_leaks=0',
+        # a crash gets an ASan report, not only uWSGI's own backtrace
+        'allow_user_segv_handler=0',
+        'suppressions=' + os.path.abspath(os.path.join(SANITIZER_FILES, 'asan.supp')),
+    ])
+    env['UBSAN_OPTIONS'] = ':'.join(common)
+    return env
+
+
+def sanitizer_reports(directory):
+    """The text of each sanitizer report file in `directory`, by name."""
+    try:
+        names = sorted(n for n in os.listdir(directory) if n.startswith('sanitizer.'))
+    except OSError:
+        return {}
+    reports = {}
+    for name in names:
+        with open(os.path.join(directory, name), 'rb') as f:
+            reports[name] = f.read().decode('utf-8', 'replace')
+    return reports
 
 
 class Uwsgi:
@@ -220,7 +273,7 @@ class Uwsgi:
         self.log = open(self.log_path, 'wb')
         self.proc = subprocess.Popen([UWSGI, '--ini', self.ini], stdout=self.log,
                                      stderr=subprocess.STDOUT, cwd=self.dir,
-                                     start_new_session=True)
+                                     start_new_session=True, env=sanitizer_env(self.dir))
         if wait and self.with_plugin:
             wait_for(lambda: self.proc.poll() is None and
                      http_get(self.port, '/-/healthy', timeout=1)[0] == 200,
@@ -283,8 +336,16 @@ class Uwsgi:
             self.log.close()
 
     def cleanup(self):
+        """Stops uWSGI and removes its directory; fails if a sanitizer
+        reported anything in any of its processes."""
         self.stop()
+        reports = sanitizer_reports(self.dir)
+        log = self.read_log() if reports else ''
         shutil.rmtree(self.dir, ignore_errors=True)
+        if reports:
+            raise AssertionError('sanitizer reports from uwsgi:\n' + '\n'.join(
+                '--- %s\n%s' % (name, text) for name, text in reports.items()) +
+                '\n--- end of uwsgi log\n' + log[-4000:])
 
     def __enter__(self):
         try:

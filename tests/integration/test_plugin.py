@@ -306,6 +306,8 @@ class Endpoint(unittest.TestCase):
             u.start(wait=False)
             wait_for(lambda: os.path.exists(path) and
                      http_get(None, '/metrics', unix=path)[0] == 200, what='unix endpoint')
+            # the endpoint answers before the master forks the worker
+            wait_for(u.all_workers_up, what='the worker to start')
             body = http_get(None, '/metrics', unix=path)[2]
             self.assertIn('uwsgi_workers{stats_uri="unix://%s"} 1' % u.stats_path, body)
         finally:
