@@ -147,10 +147,16 @@ bool Healthy(std::string* reason) {
   return false;
 }
 
-void AfterForkInChild() {
-  // Workers, mules, spoolers and anything else the master forks must not
-  // hold the listening socket or the server's connections.
-  if (state.server) state.server->CloseFdsAfterFork();
+// Every fork of the master (workers, mules, spoolers...): the server
+// thread parks while it happens, and the child closes the server's fds.
+void PrepareFork() {
+  if (state.server) state.server->PrepareFork();
+}
+void ParentAfterFork() {
+  if (state.server) state.server->ParentAfterFork();
+}
+void ChildAfterFork() {
+  if (state.server) state.server->ChildAfterFork();
 }
 
 // Request metrics: the table is mapped here, in the master before workers
@@ -271,9 +277,11 @@ bool StartServer(std::string* error) {
   auto server = std::make_unique<HttpServer>();
   if (!server->Listen(state.server_options, error)) return false;
   Exporter* exporter = state.exporter;
+  exporter->SetServerStats(&server->stats());  // before its thread can scrape
   if (!server->Start([exporter](const HttpRequest& req, HttpResponse* resp) {
         exporter->Handle(req, resp);
       }, error)) {
+    exporter->SetServerStats(state.server ? &state.server->stats() : nullptr);
     return false;
   }
   state.server = server.release();
@@ -293,6 +301,7 @@ void PreinitApps() noexcept {
             "to your configuration (or --master)");
     }
     CheckConfig();
+    state.server_options.log = Log;
     ExporterOptions options;
     options.metrics_path = config.path ? config.path : "/metrics";
     options.model.collect_cores = config.collect_cores != 0;
@@ -304,7 +313,7 @@ void PreinitApps() noexcept {
     SetUpRequestStats();
     SetUpMultiproc();
     if (!state.atfork_registered) {
-      pthread_atfork(nullptr, nullptr, AfterForkInChild);
+      pthread_atfork(PrepareFork, ParentAfterFork, ChildAfterFork);
       atexit(StopAtExit);
       state.atfork_registered = true;
     }

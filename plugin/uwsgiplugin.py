@@ -37,4 +37,6 @@ GCC_LIST = [
     'prometheus_plugin.cc',
     'uwsgi_source.cc',
 ] + [os.path.relpath(os.path.join(_src, f), os.path.join(_root, 'plugin'))
-     for f in ('exporter.cc', 'http.cc', 'model.cc', 'procfs.cc', 'render.cc', 'request_stats.cc', 'multiproc.cc')]
+     for f in ('close_reason.cc', 'connection.cc', 'event_loop.cc', 'exporter.cc', 'fork_gate.cc',
+               'http.cc', 'http_parser.cc', 'http_session.cc', 'listen_address.cc', 'model.cc',
+               'procfs.cc', 'render.cc', 'request_stats.cc', 'multiproc.cc')]
