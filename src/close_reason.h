@@ -16,7 +16,7 @@ enum class CloseReason : uint8_t {
   kClientClosed,    // the client closed between requests (or before the first)
   kIdleTimeout,     // no new request within idle_timeout_ms of the last response
   kRequestTimeout,  // request not received, or response not read, in request_timeout_ms
-  kEvicted,         // closed to make room under max_connections
+  kEvicted,         // cut short to make room under max_connections (not when lingering)
   kBadRequest,      // malformed request or one the server refuses (answered 4xx first)
   kTooLarge,        // request over the size limit (answered 431 first)
   kIncomplete,      // the client closed in the middle of a request

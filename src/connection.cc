@@ -261,8 +261,10 @@ void Connection::Drain() {
 
 void Connection::Close(CloseReason reason) {
   if (phase_ == Phase::kClosed) return;
+  // Lingering, the exchange is over: whatever ends the linger (the client,
+  // its deadline, an eviction, shutdown), the session's reason is counted.
+  if (phase_ != Phase::kLinger) reason_ = reason;
   phase_ = Phase::kClosed;
-  reason_ = reason;
   want_write_ = false;
   Recycle(&in_);
   out_.Clear();

@@ -220,6 +220,8 @@ void EventLoop::Release(size_t i) {
   // Counted before the client can see the close.
   const CloseReason reason = s.conn.close_reason();
   setup_.stats->closed[static_cast<size_t>(reason)].fetch_add(1, std::memory_order_relaxed);
+  setup_.stats->open_connections.fetch_sub(1, std::memory_order_relaxed);
+  --open_;
   // Deregister first: a copy of the fd in a forked child would otherwise
   // keep the socket (and its epoll registration) alive.
   epoll_ctl(setup_.epoll_fd, EPOLL_CTL_DEL, s.socket.fd, nullptr);
@@ -229,8 +231,6 @@ void EventLoop::Release(size_t i) {
   close(s.socket.fd);
   s.socket.fd = -1;
   ++s.generation;
-  --open_;
-  setup_.stats->open_connections.fetch_sub(1, std::memory_order_relaxed);
   if (setup_.close_log) setup_.close_log->Note(reason, ctx_.now);
 }
 
