@@ -31,6 +31,7 @@
 #include <string_view>
 #include <tuple>
 
+#include "../unit/fake_socket.h"
 #include "connection.h"
 #include "fuzz_check.h"
 #include "http_session.h"
@@ -45,47 +46,6 @@ constexpr size_t kBigBody = 40000;  // several 16 KiB writes
 
 int64_t g_now = 0;
 int64_t FakeClock() { return g_now; }
-
-class FakeSocket final : public Socket {
- public:
-  ssize_t Read(char* buf, size_t len) override {
-    FUZZ_CHECK(!closed);
-    if (error) return -error;
-    if (incoming.empty()) return eof ? 0 : -EAGAIN;
-    const size_t n = std::min(len, incoming.size());
-    std::memcpy(buf, incoming.data(), n);
-    incoming.erase(0, n);
-    return static_cast<ssize_t>(n);
-  }
-  ssize_t Write(const iovec* iov, int count) override {
-    FUZZ_CHECK(!closed && !shut);
-    if (error) return -error;
-    if (writable == 0) return -EAGAIN;
-    size_t n = 0;
-    for (int i = 0; i < count && writable > 0; ++i) {
-      const size_t take = std::min(iov[i].iov_len, writable);
-      written.append(static_cast<const char*>(iov[i].iov_base), take);
-      writable -= take;
-      n += take;
-    }
-    return static_cast<ssize_t>(n);
-  }
-  int ShutdownWrite() override {
-    FUZZ_CHECK(!closed && !shut);
-    if (error) return -error;
-    shut = true;
-    return 0;
-  }
-
-  std::string incoming;  // sent by the client, not read yet
-  std::string sent;      // everything the client sent on this connection
-  std::string written;   // everything the server wrote
-  size_t writable = 0;   // bytes the socket takes before EAGAIN
-  int error = 0;         // pending socket error
-  bool eof = false;      // the client shut down its sending side
-  bool shut = false;     // the server shut down its sending side
-  bool closed = false;   // the connection was closed: no more calls
-};
 
 const char* const kCanned[] = {
     "GET / HTTP/1.1\r\nHost: x\r\n\r\n",
@@ -216,6 +176,7 @@ class Script {
   HttpSession session_{&http_};
   ConnectionContext ctx_;
   FakeSocket socket_;
+  std::string sent_;  // everything the client sent on this connection
   Connection conn_;
   uint64_t answered_before_ = 0;  // stats at this connection's start
   const uint8_t* data_ = nullptr;
@@ -231,7 +192,7 @@ void Script::Run(const uint8_t* data, size_t size) {
     CheckBounds();
   }
   // The end: the network delivers everything it can.
-  socket_.writable = SIZE_MAX / 2;
+  socket_.room = SIZE_MAX / 2;
   Pump();
   Verify();
 }
@@ -244,7 +205,7 @@ void Script::Step(uint8_t op) {
       pos_ += n;
       if (!socket_.eof) {
         socket_.incoming += bytes;
-        socket_.sent += bytes;
+        sent_ += bytes;
       }
       break;
     }
@@ -252,13 +213,13 @@ void Script::Step(uint8_t op) {
       if (!socket_.eof) {
         const std::string bytes = kCanned[Next() % kCannedCount];
         socket_.incoming += bytes;
-        socket_.sent += bytes;
+        sent_ += bytes;
       }
       break;
     case 2: socket_.eof = true; break;
     case 3: socket_.error = Next() & 1 ? ECONNRESET : EPIPE; break;
-    case 4: socket_.writable += size_t{Next()} * 64; break;
-    case 5: socket_.writable = 0; break;
+    case 4: socket_.room += size_t{Next()} * 64; break;
+    case 5: socket_.room = 0; break;
     case 6:
       g_now += int64_t{Next()} * 20 * kMs;
       ctx_.Tick();
@@ -274,7 +235,7 @@ void Script::Step(uint8_t op) {
 bool Script::Ready() const {
   if (conn_.closed()) return false;
   if (socket_.error != 0) return true;
-  if (conn_.wants_write()) return socket_.writable > 0;
+  if (conn_.wants_write()) return socket_.room > 0;
   return !socket_.incoming.empty() || socket_.eof;
 }
 
@@ -295,6 +256,7 @@ void Script::Pump() {
 }
 
 void Script::CheckBounds() const {
+  FUZZ_CHECK(socket_.misuse == 0);  // no I/O after close, no write after shutdown
   FUZZ_CHECK(conn_.buffered_input() <= ctx_.max_input_bytes);
   FUZZ_CHECK(conn_.queued_output() <= kBigBody + 4096);
   if (conn_.closed()) FUZZ_CHECK(conn_.buffered_input() == 0 && conn_.queued_output() == 0);
@@ -305,7 +267,7 @@ void Script::Verify() {
   const Transcript t = CheckResponses(socket_.written);
   const uint64_t answered = stats_.requests.load() + stats_.bad_requests.load();
   FUZZ_CHECK(t.responses <= answered - answered_before_);
-  FUZZ_CHECK(t.responses <= MaxRequests(socket_.sent));
+  FUZZ_CHECK(t.responses <= MaxRequests(sent_));
   if (!conn_.closed()) {
     FUZZ_CHECK(!t.closed_by_response || conn_.phase() == Connection::Phase::kLinger);
     return;
@@ -326,6 +288,7 @@ void Script::Reopen() {
   if (!conn_.closed()) return;
   Verify();
   socket_ = FakeSocket();
+  sent_.clear();
   answered_before_ = stats_.requests.load() + stats_.bad_requests.load();
   conn_.Open(&socket_, &session_, &ctx_);
 }

@@ -3,13 +3,11 @@
 // sockets nor HTTP.
 #include "connection.h"
 
-#include <errno.h>
-
-#include <algorithm>
 #include <catch2/catch.hpp>
-#include <cstring>
 #include <string>
 #include <string_view>
+
+#include "fake_socket.h"
 
 namespace uwsgi_prometheus {
 namespace {
@@ -17,33 +15,6 @@ namespace {
 constexpr int64_t kSec = 1000 * 1000 * 1000;
 int64_t g_now = 0;
 int64_t Now() { return g_now; }
-
-struct FakeSocket final : Socket {
-  ssize_t Read(char* buf, size_t len) override {
-    if (in.empty()) return eof ? 0 : -EAGAIN;
-    const size_t n = std::min(len, in.size());
-    std::memcpy(buf, in.data(), n);
-    in.erase(0, n);
-    return static_cast<ssize_t>(n);
-  }
-  ssize_t Write(const iovec* iov, int count) override {
-    size_t n = 0;
-    for (int i = 0; i < count && n < room; ++i) {
-      const size_t take = std::min(iov[i].iov_len, room - n);
-      out.append(static_cast<const char*>(iov[i].iov_base), take);
-      n += take;
-    }
-    room -= n;
-    return n > 0 ? static_cast<ssize_t>(n) : -EAGAIN;
-  }
-  int ShutdownWrite() override {
-    shut = true;
-    return 0;
-  }
-  std::string in, out;
-  size_t room = 1 << 30;  // bytes it accepts before EAGAIN
-  bool eof = false, shut = false;
-};
 
 // Echoes each line; "quit" answers and finishes, "big" answers 2 MiB.
 struct LineEcho final : Session {
@@ -78,6 +49,7 @@ struct Harness {
     ctx.request_timeout_ns = 10 * kSec;
     ctx.idle_timeout_ns = 30 * kSec;
     ctx.clock = Now;
+    socket.room = 1 << 30;
     g_now = 0;
     ctx.Tick();
     conn.Open(&socket, &echo, &ctx);
@@ -90,26 +62,26 @@ struct Harness {
 
 TEST_CASE("lines split across reads are answered in order, writes resume", "[connection]") {
   Harness h;
-  h.socket.in = "ab";
+  h.socket.incoming = "ab";
   h.conn.OnReady();
-  CHECK(h.socket.out.empty());
-  h.socket.in = "c\nde\nf";
+  CHECK(h.socket.written.empty());
+  h.socket.incoming = "c\nde\nf";
   h.socket.room = 3;
   h.conn.OnReady();
   CHECK(h.conn.wants_write());  // "abc\n" did not fit
-  CHECK(h.socket.out == "abc");
+  CHECK(h.socket.written == "abc");
   h.socket.room = 100;
   h.conn.OnReady();  // the rest, then the pipelined "de"
-  CHECK(h.socket.out == "abc\nde\n");
+  CHECK(h.socket.written == "abc\nde\n");
   CHECK(h.conn.phase() == Connection::Phase::kReading);  // "f" has begun the next
   CHECK(h.conn.buffered_input() == 1);
 }
 
 TEST_CASE("a finished connection lingers and keeps the session's reason", "[connection]") {
   Harness h;
-  h.socket.in = "quit\n";
+  h.socket.incoming = "quit\n";
   h.conn.OnReady();
-  CHECK(h.socket.out == "bye\n");
+  CHECK(h.socket.written == "bye\n");
   CHECK(h.socket.shut);
   REQUIRE(h.conn.phase() == Connection::Phase::kLinger);
   SECTION("evicted while lingering") { h.conn.Abort(CloseReason::kEvicted); }
@@ -123,6 +95,7 @@ TEST_CASE("a finished connection lingers and keeps the session's reason", "[conn
   }
   CHECK(h.conn.closed());
   CHECK(h.conn.close_reason() == CloseReason::kDone);
+  CHECK(h.socket.misuse == 0);
 }
 
 TEST_CASE("deadlines and ends of input give their reasons", "[connection]") {
@@ -133,7 +106,7 @@ TEST_CASE("deadlines and ends of input give their reasons", "[connection]") {
     CHECK(h.conn.close_reason() == CloseReason::kRequestTimeout);
   }
   SECTION("answered, then nothing: idle timeout") {
-    h.socket.in = "x\n";
+    h.socket.incoming = "x\n";
     h.conn.OnReady();
     CHECK(h.conn.deadline() == 30 * kSec);
     h.conn.OnDeadline();
@@ -145,13 +118,13 @@ TEST_CASE("deadlines and ends of input give their reasons", "[connection]") {
     CHECK(h.conn.close_reason() == CloseReason::kClientClosed);
   }
   SECTION("EOF in a line: incomplete") {
-    h.socket.in = "par";
+    h.socket.incoming = "par";
     h.socket.eof = true;
     h.conn.OnReady();
     CHECK(h.conn.close_reason() == CloseReason::kIncomplete);
   }
   SECTION("a full buffer the session cannot use: too large, not a busy loop") {
-    h.socket.in = std::string(40, 'z');
+    h.socket.incoming = std::string(40, 'z');
     h.conn.OnReady();
     CHECK(h.conn.close_reason() == CloseReason::kTooLarge);
   }
@@ -160,7 +133,7 @@ TEST_CASE("deadlines and ends of input give their reasons", "[connection]") {
 
 TEST_CASE("an adopted buffer is written without a copy", "[connection]") {
   Harness h;
-  h.socket.in = "big\n";
+  h.socket.incoming = "big\n";
   h.socket.room = 1000;
   h.conn.OnReady();
   CHECK(h.echo.adopted_left_empty);
