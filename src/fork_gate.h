@@ -27,7 +27,7 @@
 // run as owner sections, which a fork waits for and which wait for forks
 // in progress, so a child never sees them half done.
 //
-// Only atomics, futex, sched_yield, clock_gettime and write() are used on
+// Only atomics, futex waits and wakes, clock_gettime and write() are used on
 // the fork path: no malloc, no mutex of any library.
 #pragma once
 
