@@ -124,10 +124,16 @@ bool Healthy(std::string* reason) {
   return state.heartbeat.Healthy(MonotonicNs(), ReadSettings().master_interval_s, reason);
 }
 
-void AfterForkInChild() {
-  // Workers, mules, spoolers and anything else the master forks must not
-  // hold the listening socket or the server's connections.
-  if (state.server) state.server->CloseFdsAfterFork();
+// Every fork of the master (workers, mules, spoolers...): the server
+// thread parks while it happens, and the child closes the server's fds.
+void PrepareFork() {
+  if (state.server) state.server->PrepareFork();
+}
+void ParentAfterFork() {
+  if (state.server) state.server->ParentAfterFork();
+}
+void ChildAfterFork() {
+  if (state.server) state.server->ChildAfterFork();
 }
 
 // Request metrics: the table is mapped here, in the master before workers
@@ -172,11 +178,14 @@ bool StartServer(std::string* error) {
   auto server = std::make_unique<HttpServer>();
   HttpServerOptions server_options;
   server_options.address = state.config.address;
+  server_options.log = Log;
   if (!server->Listen(server_options, error)) return false;
   Exporter* exporter = state.exporter;
+  exporter->SetServerStats(&server->stats());  // before its thread can scrape
   if (!server->Start([exporter](const HttpRequest& req, HttpResponse* resp) {
         exporter->Handle(req, resp);
       }, error)) {
+    exporter->SetServerStats(state.server ? &state.server->stats() : nullptr);
     return false;
   }
   state.server = server.release();
@@ -197,7 +206,7 @@ void Start(const UwsgiSettings& settings) {
   SetUpRequestStats(settings);
   SetUpMultiproc();
   if (!state.atfork_registered) {
-    pthread_atfork(nullptr, nullptr, AfterForkInChild);
+    pthread_atfork(PrepareFork, ParentAfterFork, ChildAfterFork);
     atexit(StopAtExit);
     state.atfork_registered = true;
   }

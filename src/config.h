@@ -10,7 +10,7 @@
 #include <vector>
 
 #include "exporter.h"
-#include "http.h"
+#include "listen_address.h"
 #include "request_stats.h"
 
 namespace uwsgi_prometheus {

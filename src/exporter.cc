@@ -4,6 +4,39 @@
 #include "render.h"
 
 namespace uwsgi_prometheus {
+namespace {
+
+prometheus::MetricFamily Counter(const char* name, const char* help, uint64_t value) {
+  prometheus::MetricFamily family{name, help, prometheus::MetricType::Counter, {}};
+  family.metric.emplace_back();
+  family.metric.back().counter.value = static_cast<double>(value);
+  return family;
+}
+
+// The endpoint's self-metrics, from the server's atomics.
+void AppendServerFamilies(const HttpServerStats& stats,
+                          std::vector<prometheus::MetricFamily>* out) {
+  out->push_back(Counter("uwsgi_prometheus_http_connections_accepted_total",
+                         "Connections accepted by the metrics endpoint.",
+                         stats.accepted.load(std::memory_order_relaxed)));
+  out->push_back(Counter("uwsgi_prometheus_http_requests_total",
+                         "Well-formed requests answered by the metrics endpoint.",
+                         stats.requests.load(std::memory_order_relaxed)));
+  prometheus::MetricFamily closed{
+      "uwsgi_prometheus_http_connections_closed_total",
+      "Connections of the metrics endpoint closed, by reason (unusual ones are logged).",
+      prometheus::MetricType::Counter, {}};
+  for (size_t i = 0; i < kCloseReasonCount; ++i) {
+    const auto reason = static_cast<CloseReason>(i);
+    prometheus::ClientMetric m;
+    m.label.push_back({"reason", CloseReasonName(reason)});
+    m.counter.value = static_cast<double>(stats.Closed(reason));
+    closed.metric.push_back(std::move(m));
+  }
+  out->push_back(std::move(closed));
+}
+
+}  // namespace
 
 Exporter::Exporter(SnapshotSource* source, ExporterOptions options, HealthCheck health)
     : source_(source), options_(std::move(options)), health_(std::move(health)) {}
@@ -24,6 +57,7 @@ void Exporter::Scrape(std::string* body) {
 
   families_.clear();
   for (auto& provider : providers_) provider(snapshot_, self_.up, &families_);
+  if (server_stats_) AppendServerFamilies(*server_stats_, &families_);
   if (!families_.empty()) {
     Normalize(&families_);
     // A provider family must not shadow a built-in one or repeat another:

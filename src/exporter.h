@@ -39,6 +39,10 @@ class Exporter {
 
   void AddProvider(FamilyProvider provider) { providers_.push_back(std::move(provider)); }
 
+  // The endpoint's own counters, served as uwsgi_prometheus_http_* families
+  // (none when null). Set before the server thread starts.
+  void SetServerStats(const HttpServerStats* stats) { server_stats_ = stats; }
+
   // The HttpHandler: called on the server thread, one request at a time.
   void Handle(const HttpRequest& request, HttpResponse* response) noexcept;
 
@@ -54,6 +58,7 @@ class Exporter {
   ExporterOptions options_;
   HealthCheck health_;
   std::vector<FamilyProvider> providers_;
+  const HttpServerStats* server_stats_ = nullptr;
   Snapshot snapshot_;
   SelfStats self_;
   std::vector<prometheus::MetricFamily> families_;

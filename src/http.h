@@ -1,6 +1,11 @@
 // A small HTTP/1.x server for the metrics endpoint: one thread, one epoll
 // loop, non-blocking sockets, bounded everywhere. It answers GET and HEAD;
 // what to answer is decided by a handler called on the server thread.
+//
+// Layers: listen_address (binding), event_loop + connection (transport:
+// accept, epoll, deadlines, connection limit, write queue), http_session +
+// http_parser (protocol), fork_gate (quiescence across fork). This class
+// owns the sockets and the thread and wires the layers together.
 #pragma once
 
 #include <pthread.h>
@@ -13,45 +18,15 @@
 #include <string>
 #include <vector>
 
+#include "close_reason.h"
+#include "fork_gate.h"
+#include "http_parser.h"
+#include "http_session.h"
+#include "listen_address.h"
+
 namespace uwsgi_prometheus {
 
-// A listen address: ":9117" (all interfaces, IPv4 and IPv6 where available),
-// "127.0.0.1:9117", "[::1]:9117", "localhost:9117", or a UNIX socket path
-// ("/run/metrics.sock", "unix:/run/metrics.sock", "./m.sock").
-struct ListenAddress {
-  enum class Kind { kTcp, kUnix };
-  Kind kind = Kind::kTcp;
-  std::string host;  // empty = any address; no brackets for IPv6
-  uint16_t port = 0;
-  std::string path;  // UNIX socket path
-  std::string ToString() const;
-};
-
-// Returns false with a message naming the problem when `text` is not a valid
-// address (empty, port > 65535, junk after the port, path too long...).
-// Port 0 is accepted (the kernel picks a port; tests use it); callers that
-// need a fixed port reject it themselves.
-bool ParseListenAddress(const std::string& text, ListenAddress* out,
-                        std::string* error);
-
-struct HttpRequest {
-  std::string method;  // "GET" or "HEAD" (others never reach the handler)
-  std::string path;    // target without the query string, percent-decoding not applied
-  std::string query;   // after '?', may be empty
-  std::string accept;           // Accept header value, may be empty
-  std::string accept_encoding;  // Accept-Encoding header value, may be empty
-};
-
-struct HttpResponse {
-  int status = 200;
-  std::string content_type = "text/plain; charset=utf-8";
-  std::string body;
-  std::vector<std::pair<std::string, std::string>> extra_headers;
-};
-
-// Called on the server thread for every well-formed GET/HEAD request.
-// Must not throw (an exception is turned into a 500).
-using HttpHandler = std::function<void(const HttpRequest&, HttpResponse*)>;
+class EventLoop;
 
 struct HttpServerOptions {
   ListenAddress address;
@@ -60,17 +35,16 @@ struct HttpServerOptions {
   int idle_timeout_ms = 30000;         // keep-alive wait for the next request
   size_t max_connections = 128;        // beyond it the oldest unfinished one is closed
   int listen_backlog = 128;
+  // Gets a line (no prefix, no newline) when connections are closed for an
+  // unusual reason (see CloseLog), at most one per reason per minute. Called
+  // on the server thread. May be empty.
+  std::function<void(const std::string&)> log;
 };
 
-// Counters about the server itself, readable from any thread.
-struct HttpServerStats {
-  std::atomic<uint64_t> accepted{0};
-  std::atomic<uint64_t> requests{0};
-  std::atomic<uint64_t> bad_requests{0};   // 400/405/413/431 answers
-  std::atomic<uint64_t> timeouts{0};       // connections closed by a deadline
-  std::atomic<uint64_t> evicted{0};        // closed to stay under max_connections
-  std::atomic<uint64_t> open_connections{0};
-};
+// Counters about the server itself, readable from any thread: accepted,
+// open_connections and closed[reason] (Closed(reason)) from the transport,
+// requests and bad_requests from the protocol.
+struct HttpServerStats : ConnectionStats, HttpStats {};
 
 class HttpServer {
  public:
@@ -92,39 +66,45 @@ class HttpServer {
   // socket and removes the UNIX socket file it created. Idempotent.
   void Stop();
 
-  // For a forked child (pthread_atfork child handler): closes every fd the
-  // server owns in this process, without locks or allocation, and makes the
-  // object inert (no thread exists in the child). Async-signal-safe.
-  void CloseFdsAfterFork() noexcept;
+  // Fork safety (see fork_gate.h). The process registers, once,
+  //   pthread_atfork(prepare, parent, child)
+  // with functions calling these three on the server. A fork then waits at
+  // most for the request being answered (one scrape) before it proceeds.
+  void PrepareFork() noexcept;
+  void ParentAfterFork() noexcept;
+  // In the child: closes every fd the server owns in this process, without
+  // locks or allocation, and makes the object inert (no thread exists in
+  // the child). Async-signal-safe.
+  void ChildAfterFork() noexcept;
 
   // The port actually bound (useful with port 0 in tests); 0 for UNIX.
-  uint16_t bound_port() const { return bound_port_; }
+  uint16_t bound_port() const { return listener_.port; }
   const HttpServerStats& stats() const { return stats_; }
 
  private:
-  class Loop;  // the event loop and all connection state (http.cc)
-  static void* ThreadMain(void* loop);
+  static void* ThreadMain(void* server);
+  bool StartThread(std::string* error);
+  void Teardown();
 
   HttpServerOptions options_;
-  HttpHandler handler_;
+  std::unique_ptr<HttpContext> http_;  // shared by the connections' sessions
+  std::unique_ptr<CloseLog> close_log_;
+  std::unique_ptr<EventLoop> loop_;
+  ForkGate gate_;
   // A plain pthread rather than std::thread: in a forked child the thread
   // does not exist, and a std::thread copy there can be neither joined nor
-  // destroyed (joinable -> std::terminate). See CloseFdsAfterFork in http.cc.
-  std::unique_ptr<Loop> loop_;
+  // destroyed (joinable -> std::terminate). See ChildAfterFork in http.cc.
   pthread_t thread_{};
   bool thread_running_ = false;
-  std::atomic<bool> forked_{false};  // set by CloseFdsAfterFork: object is inert
+  std::atomic<bool> forked_{false};  // set by ChildAfterFork: object is inert
   std::atomic<int> listen_fd_{-1};
   std::atomic<int> epoll_fd_{-1};
   std::atomic<int> wake_fd_{-1};
-  // Open connection fds, published for CloseFdsAfterFork (-1 = free slot).
+  // Open connection fds, published for ChildAfterFork (-1 = free slot).
   // Sized by Listen(), never resized while the thread runs.
   std::vector<std::atomic<int>> conn_fds_;
   std::atomic<bool> stopping_{false};
-  uint16_t bound_port_ = 0;
-  bool unlink_on_stop_ = false;
-  uint64_t unix_dev_ = 0;  // identity of the socket file we created, so
-  uint64_t unix_ino_ = 0;  // Stop() never removes someone else's file
+  BoundListener listener_;
   HttpServerStats stats_;
 };
 

@@ -2,6 +2,7 @@
 connections that stay silent, trickle bytes (slowloris), send garbage or a
 huge header, or send a request and never read the answer."""
 import os
+import re
 import resource
 import signal
 import socket
@@ -98,6 +99,21 @@ class Attack:
             t.join(10)
 
 
+def closed_by_reason(u):
+    samples = parse_exposition(u.scrape())[0]
+    return {dict(ls)['reason']: v for (n, ls), v in samples.items()
+            if n == 'uwsgi_prometheus_http_connections_closed_total'}
+
+
+def logged_reasons(u):
+    found = {}
+    for line in u.read_log().splitlines():
+        m = re.search(r'\[prometheus\] endpoint closed a connection \((\w+)\)', line)
+        if m:
+            found[m.group(1)] = found.get(m.group(1), 0) + 1
+    return found
+
+
 class HostileClients(unittest.TestCase):
     def test_scrapes_and_respawns_are_not_delayed(self):
         if raise_fd_limit(4096) < HOSTILE + 200:
@@ -132,6 +148,51 @@ class HostileClients(unittest.TestCase):
             self.assertLess(sorted(times)[-2], 0.1)  # all but the single worst
             self.assertLess(respawn, 1.0)
             self.assertEqual([v for (n, _), v in samples.items() if n == 'uwsgi_up'], [1.0])
+            # Silent and slow clients were evicted to make room; garbage was
+            # refused (400, or 431 for the endless head); one log line each.
+            closed = closed_by_reason(u)
+            print('closed by reason: %s' % {k: int(v) for k, v in closed.items() if v})
+            for reason in ('evicted', 'bad_request', 'too_large'):
+                self.assertGreater(closed[reason], 0, reason)
+                self.assertEqual(logged_reasons(u).get(reason), 1, reason)
+
+    def test_closed_connections_are_counted_by_reason(self):
+        """A few hostile clients of each kind, too few to evict anyone: once
+        the request timeout (10 s) has passed, each is counted under its
+        reason, and each reason is logged once."""
+        with Uwsgi(workers=1) as u:
+            before = closed_by_reason(u)
+            socks = [socket.create_connection(('127.0.0.1', u.port)) for _ in range(9)]
+            silent, slow, garbage, huge = socks[:3], socks[3:5], socks[5:7], socks[7:]
+            for s in socks:
+                s.setblocking(False)
+            for s in slow:
+                s.send(b'GET /metrics HTTP/1.1\r\nX-Slow: ')
+            for s in garbage:  # a TLS ClientHello's first bytes
+                s.send(b'\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03' + os.urandom(64))
+            for s in huge:
+                try:
+                    s.send(b'GET /' + b'a' * 65536)
+                except BlockingIOError:
+                    pass
+            try:
+                def timed_out():
+                    for s in slow:  # a byte every half second: never a whole head
+                        s.send(b'a')
+                    return closed_by_reason(u)['request_timeout'] - before['request_timeout'] >= 5
+                wait_for(timed_out, timeout=30, interval=0.5, what='request timeouts')
+            finally:
+                for s in socks:
+                    s.close()
+            after = closed_by_reason(u)
+            done = {k: int(after[k] - before[k]) for k in after if after[k] != before[k]}
+            print('\nclosed by reason: %s' % done)
+            self.assertEqual(done.get('request_timeout'), len(silent) + len(slow))
+            self.assertEqual(done.get('bad_request'), len(garbage))
+            self.assertEqual(done.get('too_large'), len(huge))
+            self.assertNotIn('evicted', done)
+            self.assertEqual(logged_reasons(u), {'request_timeout': 1, 'bad_request': 1,
+                                                 'too_large': 1})
 
 
 if __name__ == '__main__':

@@ -18,6 +18,7 @@
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
+#include <mutex>
 #include <stdexcept>
 #include <string>
 #include <thread>
@@ -376,7 +377,7 @@ TEST_CASE("an idle keep-alive connection is closed after idle_timeout_ms", "[htt
   CHECK(PeerClosed(fd.fd));
   CHECK(MsSince(start) > 150);
   CHECK(MsSince(start) < 1500);
-  CHECK(s.stats().timeouts.load() == 0);  // an idle end is not a timeout
+  CHECK(s.stats().Closed(CloseReason::kRequestTimeout) == 0);  // an idle end is not a timeout
 }
 
 TEST_CASE("a silent client is closed at the request deadline", "[http]") {
@@ -388,7 +389,7 @@ TEST_CASE("a silent client is closed at the request deadline", "[http]") {
   CHECK(PeerClosed(fd.fd));
   CHECK(MsSince(start) > 150);
   CHECK(MsSince(start) < 1500);
-  CHECK(s.stats().timeouts.load() == 1);
+  CHECK(s.stats().Closed(CloseReason::kRequestTimeout) == 1);
 }
 
 TEST_CASE("a slowloris is closed at the deadline while others are answered promptly", "[http]") {
@@ -412,7 +413,7 @@ TEST_CASE("a slowloris is closed at the deadline while others are answered promp
   CHECK(PeerClosed(slow.fd));
   CHECK(MsSince(start) > 250);
   CHECK(MsSince(start) < 1500);
-  CHECK(s.stats().timeouts.load() == 1);
+  CHECK(s.stats().Closed(CloseReason::kRequestTimeout) == 1);
 }
 
 TEST_CASE("over max_connections the oldest unfinished connection is evicted", "[http]") {
@@ -424,9 +425,96 @@ TEST_CASE("over max_connections the oldest unfinished connection is evicted", "[
   const auto t = Clock::now();
   CHECK(Status(Exchange(s.port(), "GET / HTTP/1.0\r\n\r\n")) == 200);
   CHECK(MsSince(t) < 1000);
-  CHECK(s.stats().evicted.load() >= 12);
+  CHECK(s.stats().Closed(CloseReason::kEvicted) >= 12);
   CHECK(s.stats().open_connections.load() <= 8);
   CHECK(PeerClosed(silent[0].fd));  // the oldest went first
+}
+
+uint64_t TotalClosed(const HttpServerStats& stats) {
+  uint64_t total = 0;
+  for (const auto& n : stats.closed) total += n.load();
+  return total;
+}
+
+// Makes the server close one connection for `reason`.
+void Provoke(TestServer& s, CloseReason reason) {
+  std::string pending;
+  Fd fd(Connect(s.port()));
+  switch (reason) {
+    case CloseReason::kDone:  // the response said Connection: close
+      SendAll(fd.fd, "GET / HTTP/1.0\r\n\r\n");
+      CHECK(Status(ReadAll(fd.fd)) == 200);
+      break;
+    case CloseReason::kClientClosed:  // hung up between requests
+    case CloseReason::kIdleTimeout:   // ... or sent no new request
+    case CloseReason::kShutdown:      // ... until the server stopped
+      SendAll(fd.fd, kGet);
+      REQUIRE(Status(ReadResponse(fd.fd, &pending)) == 200);
+      if (reason == CloseReason::kIdleTimeout) CHECK(PeerClosed(fd.fd));
+      if (reason == CloseReason::kShutdown) s.server.Stop();
+      break;
+    case CloseReason::kIncomplete:  // hung up in the middle of a request
+      SendAll(fd.fd, "GET / HT");
+      shutdown(fd.fd, SHUT_WR);
+      CHECK(PeerClosed(fd.fd));
+      break;
+    case CloseReason::kRequestTimeout:  // silent
+      CHECK(PeerClosed(fd.fd));
+      break;
+    case CloseReason::kBadRequest:
+      SendAll(fd.fd, "HELLO\r\n\r\n");
+      CHECK(Status(ReadAll(fd.fd)) == 400);
+      break;
+    case CloseReason::kTooLarge:
+      SendAll(fd.fd, "GET / HTTP/1.1\r\nX: " + std::string(2000, 'a'));
+      CHECK(Status(ReadAll(fd.fd)) == 431);
+      break;
+    case CloseReason::kReset: {  // the client aborts: close() sends an RST
+      SendAll(fd.fd, "GET / HTTP/1.1\r\n");
+      linger abort{1, 0};
+      setsockopt(fd.fd, SOL_SOCKET, SO_LINGER, &abort, sizeof abort);
+      break;
+    }
+    default:
+      FAIL("not provoked here");
+  }
+}
+
+bool IsRoutine(CloseReason r) {
+  return r == CloseReason::kDone || r == CloseReason::kClientClosed ||
+         r == CloseReason::kIdleTimeout || r == CloseReason::kShutdown;
+}
+
+TEST_CASE("every closed connection is counted under the reason it was closed", "[http]") {
+  const CloseReason expected = GENERATE(
+      CloseReason::kDone, CloseReason::kClientClosed, CloseReason::kIncomplete,
+      CloseReason::kIdleTimeout, CloseReason::kRequestTimeout, CloseReason::kBadRequest,
+      CloseReason::kTooLarge, CloseReason::kReset, CloseReason::kShutdown);
+  INFO("reason: " << CloseReasonName(expected));
+  HttpServerOptions options = Local();
+  options.request_timeout_ms = 300;
+  options.idle_timeout_ms = 300;
+  options.max_request_bytes = 1024;
+  std::mutex lock;
+  std::vector<std::string> lines;
+  options.log = [&](const std::string& line) {
+    std::lock_guard<std::mutex> hold(lock);
+    lines.push_back(line);
+  };
+  TestServer s(options);
+  Provoke(s, expected);
+  for (int i = 0; i < 300 && s.stats().Closed(expected) == 0; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  CHECK(s.stats().Closed(expected) == 1);
+  CHECK(TotalClosed(s.stats()) == 1);
+  CHECK(s.stats().open_connections.load() == 0);
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));  // the line follows the count
+  std::lock_guard<std::mutex> hold(lock);
+  REQUIRE(lines.size() == (IsRoutine(expected) ? 0u : 1u));
+  if (!lines.empty()) {
+    CHECK_THAT(lines[0], Catch::Contains(std::string("(") + CloseReasonName(expected) + ")"));
+  }
 }
 
 // Lowers RLIMIT_NOFILE for the whole test process; restores it on scope exit.
@@ -472,7 +560,7 @@ TEST_CASE("out of fds accept evicts an unfinished connection instead of spinning
   REQUIRE(connect(good.fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
   SendAll(good.fd, "GET / HTTP/1.0\r\n\r\n");
   CHECK(Status(ReadAll(good.fd)) == 200);
-  CHECK(s.stats().evicted.load() >= 1);
+  CHECK(s.stats().Closed(CloseReason::kEvicted) >= 1);
 }
 
 TEST_CASE("a 5 MB body reaches a slow reader completely", "[http]") {
@@ -670,7 +758,7 @@ void FindServerFds(uint16_t port, int* listen_fd, int* conn_fds, int max, int* c
 
 bool IsClosed(int fd) { return fcntl(fd, F_GETFD) == -1 && errno == EBADF; }
 
-TEST_CASE("CloseFdsAfterFork closes the server's fds in a child only", "[http]") {
+TEST_CASE("ChildAfterFork closes the server's fds in a child only", "[http]") {
   TestServer s;
   Fd keep(Connect(s.port()));
   std::string pending;
@@ -684,7 +772,7 @@ TEST_CASE("CloseFdsAfterFork closes the server's fds in a child only", "[http]")
     int listen_fd = -1, conn_fds[8], conns = 0;
     FindServerFds(port, &listen_fd, conn_fds, 8, &conns);
     if (listen_fd < 0 || conns != 1) _exit(2);
-    s.server.CloseFdsAfterFork();
+    s.server.ChildAfterFork();
     if (!IsClosed(listen_fd) || !IsClosed(conn_fds[0])) _exit(3);
     s.server.Stop();  // inert in the child: returns at once, joins nothing
     s.server.Stop();

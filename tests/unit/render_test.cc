@@ -273,3 +273,24 @@ TEST_CASE("the direct scrape renderer writes exactly the reference text", "[rend
     check(MakeSnapshot(2), o, self, extra);
   }
 }
+
+TEST_CASE("the endpoint's own counters are served, every close reason included", "[render]") {
+  FakeSource source(MakeSnapshot(1));
+  Exporter exporter(&source, ExporterOptions(), nullptr);
+  HttpServerStats stats;
+  stats.accepted = 7;
+  stats.requests = 5;
+  stats.closed[static_cast<size_t>(CloseReason::kEvicted)] = 2;
+  exporter.SetServerStats(&stats);
+  std::string body;
+  exporter.Scrape(&body);
+  using Catch::Contains;
+  CHECK_THAT(body, Contains("# TYPE uwsgi_prometheus_http_connections_closed_total counter\n"));
+  CHECK_THAT(body, Contains("uwsgi_prometheus_http_connections_closed_total{reason=\"evicted\"} 2\n"));
+  CHECK_THAT(body, Contains("uwsgi_prometheus_http_connections_closed_total{reason=\"shutdown\"} 0\n"));
+  CHECK_THAT(body, Contains("uwsgi_prometheus_http_connections_accepted_total 7\n"));
+  CHECK_THAT(body, Contains("uwsgi_prometheus_http_requests_total 5\n"));
+  exporter.SetServerStats(nullptr);
+  exporter.Scrape(&body);
+  CHECK_THAT(body, !Contains("uwsgi_prometheus_http_"));
+}

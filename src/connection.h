@@ -1,0 +1,182 @@
+// One connection of the transport: buffers, deadlines and the read/write
+// state machine, between a byte stream (Socket) and a protocol (Session).
+// It knows nothing about HTTP and nothing about epoll: the event loop
+// (event_loop.h) tells it when its socket is ready and when its deadline
+// has passed; tests and fuzzers do the same with a fake Socket.
+//
+//   Open -> kReading --session queued a reply--> kWriting --sent, session
+//              ^  ^                                 |      wants more--+
+//              |  +--------------- bytes buffered --+                  |
+//              |                                    |                  v
+//              +-- first byte ---- kIdle <-- nothing buffered ---------+
+//                                                   |
+//                              sent, session said finish --> kLinger --> closed
+//
+// Deadlines: request_timeout covers kReading + kWriting, idle_timeout
+// kIdle, and kLinger gets at most a second.
+//
+// The seam. Everything between the socket and the protocol goes through
+// two small interfaces, so that layers can be added without touching the
+// loop or this state machine:
+//  - Socket is the byte stream. A TLS filter would be a Socket wrapping the
+//    fd's Socket: Read() decrypts, Write() encrypts, its handshake runs
+//    inside the first calls (returning -EAGAIN until it is done). The event
+//    loop would then also ask it which direction it waits for.
+//  - Session is the protocol. It is handed every buffered input byte and
+//    appends replies to an OutputQueue; OnSent() is called whenever the
+//    queue has drained, so a reply can also be produced piece by piece. A
+//    response-body encoder (gzip) belongs on that side: the HTTP session
+//    compresses the body before queueing it, or chunk by chunk in OnSent().
+#pragma once
+
+#include <sys/types.h>
+#include <sys/uio.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+#include "close_reason.h"
+
+namespace uwsgi_prometheus {
+
+class ForkGate;
+
+// A connection's byte stream. Results are as recv()/sendmsg()/shutdown()
+// give them, but errors are returned as -errno (-EAGAIN: not now).
+class Socket {
+ public:
+  virtual ~Socket() = default;
+  // Bytes read (> 0), 0 at the end of the peer's stream, or -errno.
+  virtual ssize_t Read(char* buf, size_t len) = 0;
+  // Bytes written, or -errno. Never raises SIGPIPE.
+  virtual ssize_t Write(const iovec* iov, int count) = 0;
+  // Ends our sending side (the peer reads end of stream): 0 or -errno.
+  virtual int ShutdownWrite() = 0;
+};
+
+// Bytes waiting to be written, in a few chunks so that a large body can be
+// queued without a copy. Buffers are kept for the next reply (those over
+// kKeepBufferBytes are freed once written).
+class OutputQueue {
+ public:
+  static constexpr int kMaxChunks = 4;
+  static constexpr size_t kKeepBufferBytes = 1 << 20;
+
+  // Copies `bytes` to the end of the queue.
+  void Append(std::string_view bytes);
+  // Moves *buffer's bytes to the end of the queue without copying; *buffer
+  // gets an empty string (with capacity to reuse) in exchange.
+  void Adopt(std::string* buffer);
+  size_t size() const { return size_; }
+  bool empty() const { return size_ == 0; }
+
+  // For the transport: the unwritten bytes as iovecs (returns the count),
+  // and how many of them were written.
+  int Gather(iovec* iov, int max) const;
+  void Consume(size_t bytes);
+  // Drops everything queued.
+  void Clear();
+
+ private:
+  std::string* Tail();  // a chunk that can take appended bytes
+
+  std::string chunks_[kMaxChunks];
+  int first_ = 0;        // first unwritten chunk
+  int end_ = 0;          // one past the last chunk in use
+  size_t offset_ = 0;    // bytes of chunks_[first_] already written
+  size_t size_ = 0;      // unwritten bytes in all
+};
+
+// What a session asks for after it was handed input or an empty queue.
+struct SessionStep {
+  enum class Next : uint8_t {
+    kRead,    // wait for (more) input; after OnSent: the reply is complete
+    kWrite,   // a reply is queued: send it, then call OnSent()
+    kFinish,  // send what is queued, then close gracefully for `reason`
+    kClose,   // close now for `reason`, dropping anything queued
+  };
+  Next next = Next::kRead;
+  size_t consumed = 0;  // input bytes used up (OnInput only)
+  CloseReason reason = CloseReason::kDone;
+};
+
+// The protocol side of one connection. One object serves one connection
+// at a time and is reused (Reset) for the next.
+class Session {
+ public:
+  virtual ~Session() = default;
+  // A new connection starts.
+  virtual void Reset() = 0;
+  // `input` is every byte received and not consumed yet (at most the
+  // transport's input limit); `eof` says the peer will send no more.
+  virtual SessionStep OnInput(std::string_view input, bool eof, OutputQueue* out) = 0;
+  // Everything queued has been written (after kWrite).
+  virtual SessionStep OnSent(OutputQueue* out) = 0;
+};
+
+// Settings and clock shared by the connections of one loop.
+struct ConnectionContext {
+  size_t max_input_bytes = 8193;  // input buffered before the session must act
+  int64_t request_timeout_ns = 0;
+  int64_t idle_timeout_ns = 0;
+  int64_t (*clock)() = nullptr;  // CLOCK_MONOTONIC ns, or a fake
+  ForkGate* fork_gate = nullptr;  // parked at between requests, if set
+  int64_t now = 0;                // last clock() reading
+  uint64_t last_order = 0;        // for Connection::order()
+
+  void Tick() { now = clock(); }
+};
+
+class Connection {
+ public:
+  enum class Phase : uint8_t { kClosed, kReading, kWriting, kIdle, kLinger };
+
+  // Starts serving a new connection; `socket`, `session` and `context`
+  // must outlive it.
+  void Open(Socket* socket, Session* session, ConnectionContext* context);
+  // The socket is ready for what wants_write() says (or may be: spurious
+  // calls are harmless).
+  void OnReady();
+  // context->now has reached deadline(): closes the connection.
+  void OnDeadline();
+  // Closes at once, e.g. to evict it or at shutdown.
+  void Abort(CloseReason reason) { Close(reason); }
+
+  bool closed() const { return phase_ == Phase::kClosed; }
+  Phase phase() const { return phase_; }
+  CloseReason close_reason() const { return reason_; }
+  bool wants_write() const { return want_write_; }
+  int64_t deadline() const { return deadline_; }
+  // When it last started waiting for a request (smaller = longer ago).
+  uint64_t order() const { return order_; }
+  size_t buffered_input() const { return in_.size(); }
+  size_t queued_output() const { return out_.size(); }
+
+ private:
+  void Read();
+  void Serve();
+  bool Follow(SessionStep step);
+  void Replied();
+  bool Flush();
+  void Finish();
+  void Drain();
+  void Close(CloseReason reason);
+
+  Socket* socket_ = nullptr;
+  Session* session_ = nullptr;
+  ConnectionContext* ctx_ = nullptr;
+  Phase phase_ = Phase::kClosed;
+  bool want_write_ = false;  // blocked on a write: wait for writability
+  bool peer_eof_ = false;    // the client shut down its sending side
+  bool finishing_ = false;   // close (gracefully) once the output is sent
+  CloseReason reason_ = CloseReason::kDone;  // finishing_'s, then the close's
+  int64_t deadline_ = 0;
+  uint64_t order_ = 0;
+  size_t drained_ = 0;  // bytes read and dropped in kLinger
+  std::string in_;
+  OutputQueue out_;
+};
+
+}  // namespace uwsgi_prometheus

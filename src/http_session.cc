@@ -1,0 +1,114 @@
+#include "http_session.h"
+
+#include <charconv>
+
+namespace uwsgi_prometheus {
+namespace {
+
+constexpr const char* kTextPlain = "text/plain; charset=utf-8";
+
+const char* Reason(int status) {
+  static constexpr std::pair<int, const char*> kReasons[] = {
+      {200, "OK"},
+      {400, "Bad Request"},
+      {404, "Not Found"},
+      {405, "Method Not Allowed"},
+      {406, "Not Acceptable"},
+      {413, "Content Too Large"},
+      {431, "Request Header Fields Too Large"},
+      {500, "Internal Server Error"},
+      {503, "Service Unavailable"}};
+  for (const auto& [code, text] : kReasons) {
+    if (code == status) return text;
+  }
+  return status < 400 ? "OK" : status < 500 ? "Client Error" : "Server Error";
+}
+
+void AppendInt(OutputQueue* out, uint64_t value) {
+  char buf[24];
+  out->Append(std::string_view(buf, std::to_chars(buf, buf + sizeof buf, value).ptr - buf));
+}
+
+}  // namespace
+
+SessionStep HttpSession::OnInput(std::string_view input, bool eof, OutputQueue* out) {
+  const HttpParseResult r =
+      ParseHttpRequest(input, ctx_->max_request_bytes, &scanned_, &ctx_->request);
+  switch (r.kind) {
+    case HttpParseResult::Kind::kPartial:
+      if (!eof) return {SessionStep::Next::kRead, r.consumed, CloseReason::kDone};
+      // Nothing but empty lines, or a truncated request: nothing to answer.
+      return {SessionStep::Next::kClose, r.consumed,
+              r.consumed == input.size() ? CloseReason::kClientClosed : CloseReason::kIncomplete};
+    case HttpParseResult::Kind::kBad:
+      return Refuse(r.status, r.consumed, out);
+    case HttpParseResult::Kind::kComplete:
+      break;
+  }
+  // A request already sent before the client's EOF is still answered.
+  return Answer(r.consumed, !r.keep_alive || eof, out);
+}
+
+SessionStep HttpSession::Answer(size_t consumed, bool close, OutputQueue* out) {
+  scanned_ = 0;
+  ctx_->stats->requests.fetch_add(1, std::memory_order_relaxed);
+  HttpResponse& r = ctx_->response;
+  r.status = 200;
+  r.content_type = kTextPlain;
+  r.body.clear();
+  r.extra_headers.clear();
+  try {
+    ctx_->handler(ctx_->request, &r);
+  } catch (...) {
+    SetError(500);
+  }
+  Queue(close, ctx_->request.method == "HEAD", out);
+  return {close ? SessionStep::Next::kFinish : SessionStep::Next::kWrite, consumed,
+          CloseReason::kDone};
+}
+
+SessionStep HttpSession::Refuse(int status, size_t consumed, OutputQueue* out) {
+  scanned_ = 0;
+  ctx_->stats->bad_requests.fetch_add(1, std::memory_order_relaxed);
+  SetError(status);
+  Queue(/*close=*/true, /*head_only=*/false, out);
+  return {SessionStep::Next::kFinish, consumed,
+          status == 431 ? CloseReason::kTooLarge : CloseReason::kBadRequest};
+}
+
+void HttpSession::SetError(int status) {
+  HttpResponse& r = ctx_->response;
+  r.status = status;
+  r.content_type = kTextPlain;
+  r.body = Reason(status);
+  r.body += '\n';
+  r.extra_headers.clear();
+  if (status == 405) r.extra_headers.emplace_back("Allow", "GET, HEAD");
+}
+
+// Queues the response: head, then the body without a copy (the response
+// gets the queue's previous buffer to reuse).
+void HttpSession::Queue(bool close, bool head_only, OutputQueue* out) {
+  HttpResponse& r = ctx_->response;
+  if (r.status < 200 || r.status > 599) r.status = 500;
+  out->Append("HTTP/1.1 ");
+  AppendInt(out, static_cast<uint64_t>(r.status));
+  out->Append(" ");
+  out->Append(Reason(r.status));
+  out->Append("\r\nContent-Type: ");
+  out->Append(IsHttpFieldValue(r.content_type) ? std::string_view(r.content_type) : kTextPlain);
+  out->Append("\r\nContent-Length: ");
+  AppendInt(out, r.body.size());  // HEAD: the length GET would send
+  out->Append(close ? "\r\nConnection: close\r\n" : "\r\nConnection: keep-alive\r\n");
+  for (const auto& [name, value] : r.extra_headers) {
+    if (!IsHttpToken(name) || !IsHttpFieldValue(value)) continue;  // no header injection
+    out->Append(name);
+    out->Append(": ");
+    out->Append(value);
+    out->Append("\r\n");
+  }
+  out->Append("\r\n");
+  if (!head_only) out->Adopt(&r.body);
+}
+
+}  // namespace uwsgi_prometheus

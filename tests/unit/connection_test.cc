@@ -1,0 +1,157 @@
+// The transport's connection state machine with a protocol that is not HTTP
+// (a line echo) over a fake socket and clock: the seam needs neither real
+// sockets nor HTTP.
+#include "connection.h"
+
+#include <catch2/catch.hpp>
+#include <string>
+#include <string_view>
+
+#include "fake_socket.h"
+
+namespace uwsgi_prometheus {
+namespace {
+
+constexpr int64_t kSec = 1000 * 1000 * 1000;
+int64_t g_now = 0;
+int64_t Now() { return g_now; }
+
+// Echoes each line; "quit" answers and finishes, "big" answers 2 MiB.
+struct LineEcho final : Session {
+  void Reset() override {}
+  SessionStep OnInput(std::string_view in, bool, OutputQueue* out) override {
+    const size_t nl = in.find('\n');
+    if (nl == std::string_view::npos) return {};  // kRead: wait for the rest
+    const std::string_view line = in.substr(0, nl);
+    if (line == "quit") {
+      out->Append("bye\n");
+      return {SessionStep::Next::kFinish, nl + 1, CloseReason::kDone};
+    }
+    if (line == "big") {
+      std::string body(2 << 20, 'x');
+      big_data = body.data();
+      out->Adopt(&body);
+      adopted_left_empty = body.empty();
+    } else {
+      out->Append(line);
+      out->Append("\n");
+    }
+    return {SessionStep::Next::kWrite, nl + 1, CloseReason::kDone};
+  }
+  SessionStep OnSent(OutputQueue*) override { return {}; }
+  const char* big_data = nullptr;
+  bool adopted_left_empty = false;
+};
+
+struct Harness {
+  Harness() {
+    ctx.max_input_bytes = 16;
+    ctx.request_timeout_ns = 10 * kSec;
+    ctx.idle_timeout_ns = 30 * kSec;
+    ctx.clock = Now;
+    socket.room = 1 << 30;
+    g_now = 0;
+    ctx.Tick();
+    conn.Open(&socket, &echo, &ctx);
+  }
+  FakeSocket socket;
+  LineEcho echo;
+  ConnectionContext ctx;
+  Connection conn;
+};
+
+TEST_CASE("lines split across reads are answered in order, writes resume", "[connection]") {
+  Harness h;
+  h.socket.incoming = "ab";
+  h.conn.OnReady();
+  CHECK(h.socket.written.empty());
+  h.socket.incoming = "c\nde\nf";
+  h.socket.room = 3;
+  h.conn.OnReady();
+  CHECK(h.conn.wants_write());  // "abc\n" did not fit
+  CHECK(h.socket.written == "abc");
+  h.socket.room = 100;
+  h.conn.OnReady();  // the rest, then the pipelined "de"
+  CHECK(h.socket.written == "abc\nde\n");
+  CHECK(h.conn.phase() == Connection::Phase::kReading);  // "f" has begun the next
+  CHECK(h.conn.buffered_input() == 1);
+}
+
+TEST_CASE("a finished connection lingers and keeps the session's reason", "[connection]") {
+  Harness h;
+  h.socket.incoming = "quit\n";
+  h.conn.OnReady();
+  CHECK(h.socket.written == "bye\n");
+  CHECK(h.socket.shut);
+  REQUIRE(h.conn.phase() == Connection::Phase::kLinger);
+  SECTION("evicted while lingering") { h.conn.Abort(CloseReason::kEvicted); }
+  SECTION("linger deadline") {
+    g_now = h.conn.deadline();
+    h.conn.OnDeadline();
+  }
+  SECTION("client closes") {
+    h.socket.eof = true;
+    h.conn.OnReady();
+  }
+  CHECK(h.conn.closed());
+  CHECK(h.conn.close_reason() == CloseReason::kDone);
+  CHECK(h.socket.misuse == 0);
+}
+
+TEST_CASE("deadlines and ends of input give their reasons", "[connection]") {
+  Harness h;
+  SECTION("silent: request timeout") {
+    g_now = 10 * kSec;
+    h.conn.OnDeadline();
+    CHECK(h.conn.close_reason() == CloseReason::kRequestTimeout);
+  }
+  SECTION("answered, then nothing: idle timeout") {
+    h.socket.incoming = "x\n";
+    h.conn.OnReady();
+    CHECK(h.conn.deadline() == 30 * kSec);
+    h.conn.OnDeadline();
+    CHECK(h.conn.close_reason() == CloseReason::kIdleTimeout);
+  }
+  SECTION("EOF between lines: client closed") {
+    h.socket.eof = true;
+    h.conn.OnReady();
+    CHECK(h.conn.close_reason() == CloseReason::kClientClosed);
+  }
+  SECTION("EOF in a line: incomplete") {
+    h.socket.incoming = "par";
+    h.socket.eof = true;
+    h.conn.OnReady();
+    CHECK(h.conn.close_reason() == CloseReason::kIncomplete);
+  }
+  SECTION("a full buffer the session cannot use: too large, not a busy loop") {
+    h.socket.incoming = std::string(40, 'z');
+    h.conn.OnReady();
+    CHECK(h.conn.close_reason() == CloseReason::kTooLarge);
+  }
+  CHECK(h.conn.closed());
+}
+
+TEST_CASE("an adopted buffer is written without a copy", "[connection]") {
+  Harness h;
+  h.socket.incoming = "big\n";
+  h.socket.room = 1000;
+  h.conn.OnReady();
+  CHECK(h.echo.adopted_left_empty);
+  CHECK(h.conn.queued_output() == (2u << 20) - 1000);
+  OutputQueue q;
+  std::string body(100, 'y');
+  const char* data = body.data();
+  q.Append("head");
+  q.Adopt(&body);
+  iovec iov[OutputQueue::kMaxChunks];
+  REQUIRE(q.Gather(iov, OutputQueue::kMaxChunks) == 2);
+  CHECK(iov[1].iov_base == data);
+  q.Consume(50);
+  REQUIRE(q.Gather(iov, OutputQueue::kMaxChunks) == 1);
+  CHECK(iov[0].iov_len == 54);
+  q.Consume(54);
+  CHECK(q.empty());
+}
+
+}  // namespace
+}  // namespace uwsgi_prometheus
