@@ -83,6 +83,12 @@ void OutputQueue::Clear() {
   offset_ = size_ = 0;
 }
 
+void OutputQueue::Release() {
+  for (std::string& chunk : chunks_) std::string().swap(chunk);
+  first_ = end_ = 0;
+  offset_ = size_ = 0;
+}
+
 // ---- Connection -------------------------------------------------------------
 
 void Connection::Open(Socket* socket, Session* session, ConnectionContext* context) {
@@ -266,8 +272,9 @@ void Connection::Close(CloseReason reason) {
   if (phase_ != Phase::kLinger) reason_ = reason;
   phase_ = Phase::kClosed;
   want_write_ = false;
-  Recycle(&in_);
-  out_.Clear();
+  // A closed slot keeps no memory: the next connection may never come.
+  std::string().swap(in_);
+  out_.Release();
 }
 
 }  // namespace uwsgi_prometheus

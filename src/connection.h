@@ -57,12 +57,13 @@ class Socket {
 };
 
 // Bytes waiting to be written, in a few chunks so that a large body can be
-// queued without a copy. Buffers are kept for the next reply (those over
-// kKeepBufferBytes are freed once written).
+// queued without a copy. Small buffers are kept for the next reply; those
+// over kKeepBufferBytes (scrape bodies) are freed once written, so an idle
+// or closed connection holds no body, whatever it was sent before.
 class OutputQueue {
  public:
   static constexpr int kMaxChunks = 4;
-  static constexpr size_t kKeepBufferBytes = 1 << 20;
+  static constexpr size_t kKeepBufferBytes = 16 * 1024;
 
   // Copies `bytes` to the end of the queue.
   void Append(std::string_view bytes);
@@ -78,6 +79,8 @@ class OutputQueue {
   void Consume(size_t bytes);
   // Drops everything queued.
   void Clear();
+  // Drops everything queued and frees every buffer.
+  void Release();
 
  private:
   std::string* Tail();  // a chunk that can take appended bytes
