@@ -35,6 +35,9 @@ def free_port():
 
 
 def wait_for(predicate, timeout=15.0, interval=0.05, what='condition'):
+    """Polls predicate() until it returns something true. `what` names the
+    condition in the error; a callable is called then (e.g. to show a log
+    as it is at the deadline)."""
     deadline = time.monotonic() + timeout
     last_error = None
     while time.monotonic() < deadline:
@@ -45,6 +48,8 @@ def wait_for(predicate, timeout=15.0, interval=0.05, what='condition'):
         except Exception as e:  # keep polling until the deadline
             last_error = e
         time.sleep(interval)
+    if callable(what):
+        what = what()
     raise AssertionError('timed out waiting for %s (last error: %r)' % (what, last_error))
 
 
@@ -277,7 +282,8 @@ class Uwsgi:
         if wait and self.with_plugin:
             wait_for(lambda: self.proc.poll() is None and
                      http_get(self.port, '/-/healthy', timeout=1)[0] == 200,
-                     what='the prometheus endpoint (log: %s)' % self.read_log()[-2000:])
+                     what=lambda: 'the prometheus endpoint (exit status %r, log: %s)' % (
+                         self.proc.poll(), self.read_log()[-2000:]))
         if wait:
             # hundreds of workers on a busy 2-core machine take a while to fork
             wait_for(self.all_workers_up, timeout=max(15.0, 0.25 * self.workers),
