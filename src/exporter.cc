@@ -1,5 +1,6 @@
 #include "exporter.h"
 
+#include "negotiate.h"
 #include "procfs.h"
 #include "render.h"
 
@@ -42,6 +43,11 @@ Exporter::Exporter(SnapshotSource* source, ExporterOptions options, HealthCheck 
     : source_(source), options_(std::move(options)), health_(std::move(health)) {}
 
 void Exporter::Scrape(std::string* body) {
+  Render();
+  body->assign(buffer_.data(), buffer_.size());
+}
+
+void Exporter::Render() {
   const auto start = std::chrono::steady_clock::now();
   ++self_.scrapes;
   std::string error;
@@ -79,19 +85,39 @@ void Exporter::Scrape(std::string* body) {
   }
   buffer_.clear();
   RenderScrape(snapshot_, options_.model, self_, families_, &buffer_);
-  body->assign(buffer_.data(), buffer_.size());
 
   self_.scrape_duration_sum +=
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   ++self_.scrape_duration_count;
 }
 
+// As uwsgi_exporter answers: the text format whatever the client prefers
+// among formats not served here, gzip whenever Accept-Encoding allows it.
+void Exporter::ServeMetrics(const HttpRequest& request, HttpResponse* response) {
+  const ExpositionFormat format = ChooseFormat(request.accept, /*protobuf_offered=*/false);
+  response->status = 200;
+  response->content_type = std::string(ContentTypeOf(format));
+  response->extra_headers.emplace_back("Vary", "Accept-Encoding");
+  Render();
+  const std::string_view text(buffer_.data(), buffer_.size());
+  if (options_.gzip && ChooseCoding(request.accept_encoding) == ContentCoding::kGzip) {
+    std::string_view encoded;
+    std::string error;
+    if (gzip_.Encode(text, &encoded, &error)) {
+      response->body.assign(encoded.data(), encoded.size());
+      response->extra_headers.emplace_back("Content-Encoding", "gzip");
+      return;
+    }
+    ++self_.errors;
+    if (log) log(error + "; answering uncompressed");
+  }
+  response->body.assign(text.data(), text.size());
+}
+
 void Exporter::Handle(const HttpRequest& request, HttpResponse* response) noexcept {
   try {
     if (request.path == options_.metrics_path) {
-      response->status = 200;
-      response->content_type = kTextContentType;
-      Scrape(&response->body);
+      ServeMetrics(request, response);
     } else if (request.path == "/-/healthy") {
       std::string reason;
       const bool ok = !health_ || health_(&reason);

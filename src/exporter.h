@@ -13,6 +13,7 @@
 #include <fmt/format.h>
 #include <prometheus/metric_family.h>
 
+#include "gzip.h"
 #include "http.h"
 #include "model.h"
 #include "snapshot.h"
@@ -23,6 +24,7 @@ struct ExporterOptions {
   ModelOptions model;
   std::string metrics_path = "/metrics";
   std::string version;  // shown on the landing page and in build_info
+  bool gzip = true;     // compress scrapes for clients that accept gzip
 };
 
 // Returns true when healthy; otherwise fills `reason`.
@@ -54,6 +56,11 @@ class Exporter {
   std::function<void(const std::string&)> log;
 
  private:
+  // Renders one scrape's text into buffer_.
+  void Render();
+  // The metrics route: format and coding negotiated from the request.
+  void ServeMetrics(const HttpRequest& request, HttpResponse* response);
+
   SnapshotSource* source_;
   ExporterOptions options_;
   HealthCheck health_;
@@ -63,6 +70,7 @@ class Exporter {
   SelfStats self_;
   std::vector<prometheus::MetricFamily> families_;
   fmt::memory_buffer buffer_;
+  GzipEncoder gzip_;
   std::string last_error_;
   std::set<std::string> reported_clashes_;
 };
