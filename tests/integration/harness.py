@@ -187,19 +187,18 @@ def application(environ, start_response):
 
 def sanitizer_env(directory):
     """The environment for a uwsgi process: this one's, plus under a
-    sanitized build the preloaded runtimes and options that write every
-    report to a file in `directory` (see sanitizer_reports)."""
+    sanitized build the preloaded runtimes and their options, ASan's
+    reports going to files in `directory` (see sanitizer_reports)."""
     env = dict(os.environ)
     if not SANITIZER_PRELOAD:
         return env
     env['LD_PRELOAD'] = ':'.join(p for p in (SANITIZER_PRELOAD, env.get('LD_PRELOAD')) if p)
     common = [
-        'log_path=' + os.path.join(directory, 'sanitizer'),  # one file per reporting pid
         'halt_on_error=1',     # the first report ends the process...
         'abort_on_error=1',    # ...with SIGABRT, which uWSGI logs for a worker
-        'print_stacktrace=1',
     ]
     env['ASAN_OPTIONS'] = ':'.join(common + [
+        'log_path=' + os.path.join(directory, 'sanitizer'),  # one file per reporting pid
         # uWSGI and CPython keep their memory until exit by design and
         # workers end by signal; leaks are checked in the unit tests.
         'detect_leaks=0',
@@ -207,20 +206,26 @@ def sanitizer_env(directory):
         'allow_user_segv_handler=0',
         'suppressions=' + os.path.abspath(os.path.join(SANITIZER_FILES, 'asan.supp')),
     ])
-    env['UBSAN_OPTIONS'] = ':'.join(common)
+    # With gcc's separate runtimes UBSan ignores log_path and reports on
+    # stderr, which is the instance's log (sanitizer_reports reads it there).
+    env['UBSAN_OPTIONS'] = ':'.join(common + ['print_stacktrace=1'])
     return env
 
 
-def sanitizer_reports(directory):
-    """The text of each sanitizer report file in `directory`, by name."""
+def sanitizer_reports(directory, log=''):
+    """The text of each ASan report file in `directory`, by name, and the
+    first UBSan report in `log`, the instance's output (see sanitizer_env)."""
     try:
         names = sorted(n for n in os.listdir(directory) if n.startswith('sanitizer.'))
     except OSError:
-        return {}
+        names = []
     reports = {}
     for name in names:
         with open(os.path.join(directory, name), 'rb') as f:
             reports[name] = f.read().decode('utf-8', 'replace')
+    ubsan = [m.start() for m in re.finditer(r'^\S+:\d+:\d+: runtime error: ', log, re.M)]
+    if ubsan:
+        reports['UBSan in the uwsgi log'] = log[ubsan[0]:ubsan[0] + 6000]
     return reports
 
 
@@ -345,8 +350,8 @@ class Uwsgi:
         """Stops uWSGI and removes its directory; fails if a sanitizer
         reported anything in any of its processes."""
         self.stop()
-        reports = sanitizer_reports(self.dir)
-        log = self.read_log() if reports else ''
+        log = self.read_log() if SANITIZER_PRELOAD else ''
+        reports = sanitizer_reports(self.dir, log)
         shutil.rmtree(self.dir, ignore_errors=True)
         if reports:
             raise AssertionError('sanitizer reports from uwsgi:\n' + '\n'.join(
