@@ -42,10 +42,4 @@ bool GzipEncoder::Encode(std::string_view in, std::string_view* out, std::string
   }
 }
 
-void GzipEncoder::Trim(size_t keep) {
-  if (out_.capacity() > keep) {
-    std::vector<char>().swap(out_);
-  }
-}
-
 }  // namespace uwsgi_prometheus

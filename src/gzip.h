@@ -1,7 +1,6 @@
 // gzip for response bodies (libdeflate: one call over the whole body, which
 // a scrape has in memory anyway). The compressor and the output buffer are
-// kept across scrapes; the buffer is trimmed when one huge body would
-// otherwise pin its capacity.
+// kept across scrapes; the buffer is about a quarter of the largest body.
 #pragma once
 
 #include <cstddef>
@@ -29,9 +28,6 @@ class GzipEncoder {
   // when memory for the compressor cannot be had; the caller then answers
   // uncompressed. The result stays valid until the next call.
   bool Encode(std::string_view in, std::string_view* out, std::string* error);
-
-  // Gives back the output buffer's memory when it is larger than `keep`.
-  void Trim(size_t keep);
 
   int level() const { return level_; }
 

@@ -76,16 +76,3 @@ TEST_CASE("gzip bodies decode to the same bytes", "[gzip]") {
     }
   }
 }
-
-TEST_CASE("Trim gives back a large output buffer", "[gzip]") {
-  GzipEncoder encoder;
-  std::string error;
-  std::string_view out;
-  REQUIRE(encoder.Encode(Scrape(64), &out, &error));
-  encoder.Trim(1 << 20);  // small enough to keep
-  REQUIRE(encoder.Encode(Scrape(4), &out, &error));
-  CHECK(Gunzip(out) == Scrape(4));
-  encoder.Trim(0);
-  REQUIRE(encoder.Encode(Scrape(4), &out, &error));
-  CHECK(Gunzip(out) == Scrape(4));
-}
