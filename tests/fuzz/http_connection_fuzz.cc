@@ -200,7 +200,10 @@ void Script::Run(const uint8_t* data, size_t size) {
 void Script::Step(uint8_t op) {
   switch (op % 10) {
     case 0: {
-      const size_t n = std::min<size_t>(Next(), size_ - pos_);
+      // Read the length first: the order of evaluation of function
+      // arguments is unspecified, and Next() moves pos_.
+      const size_t wanted = Next();
+      const size_t n = std::min(wanted, size_ - pos_);
       const std::string bytes(reinterpret_cast<const char*>(data_ + pos_), n);
       pos_ += n;
       if (!socket_.eof) {
