@@ -26,9 +26,19 @@ void Recycle(std::string* buffer) {
 // ---- OutputQueue ------------------------------------------------------------
 
 std::string* OutputQueue::Tail() {
-  if (end_ > first_) return &chunks_[end_ - 1];
-  Clear();  // empty: start again from the first chunk
-  return &chunks_[end_++];
+  if (end_ == first_) {
+    Clear();  // empty: start again from the first chunk
+    return &chunks_[end_++].own;
+  }
+  Chunk& last = chunks_[end_ - 1];
+  if (!last.shared.owner) return &last.own;
+  if (end_ < kMaxChunks) return &chunks_[end_++].own;
+  // No chunk left after a shared one: copy it, so that it can grow.
+  const size_t skip = end_ - 1 == first_ ? offset_ : 0;
+  last.own.assign(last.shared.bytes.substr(skip));
+  last.shared = SharedBytes();
+  if (end_ - 1 == first_) offset_ = 0;
+  return &last.own;
 }
 
 void OutputQueue::Append(std::string_view bytes) {
@@ -45,18 +55,31 @@ void OutputQueue::Adopt(std::string* buffer) {
     buffer->clear();
     return;
   }
-  std::string& chunk = chunks_[end_++];
+  std::string& chunk = chunks_[end_++].own;
   chunk.clear();
   chunk.swap(*buffer);
   size_ += chunk.size();
 }
 
+void OutputQueue::Share(SharedBytes shared) {
+  if (shared.bytes.empty()) return;
+  if (end_ == first_) Clear();
+  if (end_ == kMaxChunks) {  // no free chunk: copy
+    Append(shared.bytes);
+    return;
+  }
+  const size_t n = shared.bytes.size();
+  chunks_[end_++].shared = std::move(shared);
+  size_ += n;
+}
+
 int OutputQueue::Gather(iovec* iov, int max) const {
   int count = 0;
   for (int i = first_; i < end_ && count < max; ++i) {
+    const std::string_view bytes = chunks_[i].bytes();
     const size_t skip = i == first_ ? offset_ : 0;
-    if (chunks_[i].size() <= skip) continue;
-    iov[count++] = {const_cast<char*>(chunks_[i].data()) + skip, chunks_[i].size() - skip};
+    if (bytes.size() <= skip) continue;
+    iov[count++] = {const_cast<char*>(bytes.data()) + skip, bytes.size() - skip};
   }
   return count;
 }
@@ -65,12 +88,13 @@ void OutputQueue::Consume(size_t bytes) {
   bytes = std::min(bytes, size_);
   size_ -= bytes;
   while (first_ < end_) {
-    const size_t left = chunks_[first_].size() - offset_;
+    const size_t left = chunks_[first_].bytes().size() - offset_;
     if (bytes < left) {
       offset_ += bytes;
       break;
     }
     bytes -= left;
+    chunks_[first_].shared = SharedBytes();  // sent: let go at once
     ++first_;
     offset_ = 0;
   }
@@ -78,13 +102,19 @@ void OutputQueue::Consume(size_t bytes) {
 }
 
 void OutputQueue::Clear() {
-  for (int i = 0; i < end_; ++i) Recycle(&chunks_[i]);
+  for (int i = 0; i < end_; ++i) {
+    Recycle(&chunks_[i].own);
+    chunks_[i].shared = SharedBytes();
+  }
   first_ = end_ = 0;
   offset_ = size_ = 0;
 }
 
 void OutputQueue::Release() {
-  for (std::string& chunk : chunks_) std::string().swap(chunk);
+  for (Chunk& chunk : chunks_) {
+    std::string().swap(chunk.own);
+    chunk.shared = SharedBytes();
+  }
   first_ = end_ = 0;
   offset_ = size_ = 0;
 }

@@ -34,6 +34,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <string_view>
 
@@ -56,10 +57,19 @@ class Socket {
   virtual int ShutdownWrite() = 0;
 };
 
+// Bytes that several connections send at once (one scrape body served to
+// concurrent clients): `owner` keeps `bytes` alive until every queue
+// holding them has written them.
+struct SharedBytes {
+  std::shared_ptr<const void> owner;
+  std::string_view bytes;
+};
+
 // Bytes waiting to be written, in a few chunks so that a large body can be
 // queued without a copy. Small buffers are kept for the next reply; those
-// over kKeepBufferBytes (scrape bodies) are freed once written, so an idle
-// or closed connection holds no body, whatever it was sent before.
+// over kKeepBufferBytes (scrape bodies) are freed once written, and shared
+// bodies let go of, so an idle or closed connection holds no body, whatever
+// it was sent before.
 class OutputQueue {
  public:
   static constexpr int kMaxChunks = 4;
@@ -70,6 +80,8 @@ class OutputQueue {
   // Moves *buffer's bytes to the end of the queue without copying; *buffer
   // gets an empty string (with capacity to reuse) in exchange.
   void Adopt(std::string* buffer);
+  // Queues shared bytes without copying, holding their owner until sent.
+  void Share(SharedBytes shared);
   size_t size() const { return size_; }
   bool empty() const { return size_ == 0; }
 
@@ -83,9 +95,16 @@ class OutputQueue {
   void Release();
 
  private:
+  // Owned bytes, or shared ones while `shared.owner` is set.
+  struct Chunk {
+    std::string own;
+    SharedBytes shared;
+    std::string_view bytes() const { return shared.owner ? shared.bytes : std::string_view(own); }
+  };
+
   std::string* Tail();  // a chunk that can take appended bytes
 
-  std::string chunks_[kMaxChunks];
+  Chunk chunks_[kMaxChunks];
   int first_ = 0;        // first unwritten chunk
   int end_ = 0;          // one past the last chunk in use
   size_t offset_ = 0;    // bytes of chunks_[first_] already written

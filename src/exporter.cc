@@ -1,5 +1,7 @@
 #include "exporter.h"
 
+#include <malloc.h>
+
 #include "negotiate.h"
 #include "procfs.h"
 #include "render.h"
@@ -43,11 +45,12 @@ Exporter::Exporter(SnapshotSource* source, ExporterOptions options, HealthCheck 
     : source_(source), options_(std::move(options)), health_(std::move(health)) {}
 
 void Exporter::Scrape(std::string* body) {
-  Render();
-  body->assign(buffer_.data(), buffer_.size());
+  TextBuffer text;
+  Render(&text);
+  body->assign(text.data(), text.size());
 }
 
-void Exporter::Render() {
+void Exporter::Render(TextBuffer* out) {
   const auto start = std::chrono::steady_clock::now();
   ++self_.scrapes;
   std::string error;
@@ -83,35 +86,67 @@ void Exporter::Render() {
     }
     families_.resize(kept);
   }
-  buffer_.clear();
-  RenderScrape(snapshot_, options_.model, self_, families_, &buffer_);
+  out->clear();
+  RenderScrape(snapshot_, options_.model, self_, families_, out);
 
   self_.scrape_duration_sum +=
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   ++self_.scrape_duration_count;
 }
 
+Exporter::Body Exporter::RenderShared() {
+  auto text = std::make_shared<TextBuffer>();
+  text->reserve(size_hint_ + size_hint_ / 8);
+  Render(text.get());
+  size_hint_ = text->size();
+  last_text_ = text;
+  last_gzip_.reset();
+  last_rendered_ = std::chrono::steady_clock::now();
+  return text;
+}
+
+// A scrape's temporaries (a few hundred kilobytes at 256 workers) are
+// freed into this thread's malloc arena, which would keep their pages for
+// good; hand whole free pages back to the kernel after each scrape (a few
+// microseconds when there is nothing to give back).
+void Exporter::GiveBackFreeMemory() { malloc_trim(0); }
+
+Exporter::Body Exporter::Shared(bool gzip) const {
+  if (std::chrono::steady_clock::now() - last_rendered_ >= options_.share_window) return nullptr;
+  return (gzip ? last_gzip_ : last_text_).lock();
+}
+
 // As uwsgi_exporter answers: the text format whatever the client prefers
 // among formats not served here, gzip whenever Accept-Encoding allows it.
+// Clients asking at the same moment share one body (see share_window).
 void Exporter::ServeMetrics(const HttpRequest& request, HttpResponse* response) {
   const ExpositionFormat format = ChooseFormat(request.accept, /*protobuf_offered=*/false);
   response->status = 200;
   response->content_type = std::string(ContentTypeOf(format));
   response->extra_headers.emplace_back("Vary", "Accept-Encoding");
-  Render();
-  const std::string_view text(buffer_.data(), buffer_.size());
-  if (options_.gzip && ChooseCoding(request.accept_encoding) == ContentCoding::kGzip) {
-    std::string_view encoded;
-    std::string error;
-    if (gzip_.Encode(text, &encoded, &error)) {
-      response->body.assign(encoded.data(), encoded.size());
-      response->extra_headers.emplace_back("Content-Encoding", "gzip");
-      return;
+  const bool gzip =
+      options_.gzip && ChooseCoding(request.accept_encoding) == ContentCoding::kGzip;
+  Body body = gzip ? Shared(/*gzip=*/true) : nullptr;
+  bool encoded = body != nullptr;
+  if (!body) {
+    body = Shared(/*gzip=*/false);
+    if (!body) body = RenderShared();
+    if (gzip) {
+      auto compressed = std::make_shared<TextBuffer>();
+      std::string error;
+      if (gzip_.Encode(std::string_view(body->data(), body->size()), compressed.get(), &error)) {
+        last_gzip_ = compressed;
+        body = std::move(compressed);
+        encoded = true;
+      } else {
+        ++self_.errors;
+        if (log) log(error + "; answering uncompressed");
+      }
     }
-    ++self_.errors;
-    if (log) log(error + "; answering uncompressed");
   }
-  response->body.assign(text.data(), text.size());
+  if (encoded) response->extra_headers.emplace_back("Content-Encoding", "gzip");
+  GiveBackFreeMemory();
+  response->shared_body = {body, std::string_view(body->data(), body->size())};
 }
 
 void Exporter::Handle(const HttpRequest& request, HttpResponse* response) noexcept {
@@ -138,6 +173,7 @@ void Exporter::Handle(const HttpRequest& request, HttpResponse* response) noexce
     }
   } catch (const std::exception& e) {
     ++self_.errors;
+    response->shared_body = SharedBytes();
     response->status = 500;
     response->content_type = "text/plain; charset=utf-8";
     response->body = std::string("internal error: ") + e.what() + "\n";

@@ -6,6 +6,7 @@
 #include <chrono>
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <set>
 #include <string>
 #include <vector>
@@ -17,6 +18,7 @@
 #include "http.h"
 #include "model.h"
 #include "snapshot.h"
+#include "text_buffer.h"
 
 namespace uwsgi_prometheus {
 
@@ -25,6 +27,10 @@ struct ExporterOptions {
   std::string metrics_path = "/metrics";
   std::string version;  // shown on the landing page and in build_info
   bool gzip = true;     // compress scrapes for clients that accept gzip
+  // Scrapes arriving within this time of a render, while its body is still
+  // being sent to another client, get that same body: a burst of clients
+  // costs one render and one copy of the body, not one each.
+  std::chrono::milliseconds share_window{500};
 };
 
 // Returns true when healthy; otherwise fills `reason`.
@@ -56,8 +62,16 @@ class Exporter {
   std::function<void(const std::string&)> log;
 
  private:
-  // Renders one scrape's text into buffer_.
-  void Render();
+  using Body = std::shared_ptr<const TextBuffer>;
+
+  // Renders one scrape's text into *out.
+  void Render(TextBuffer* out);
+  // A new scrape, remembered as the one to share.
+  Body RenderShared();
+  // The last scrape's body in either coding, if it was rendered within the
+  // share window and is still being sent to another client (else null).
+  Body Shared(bool gzip) const;
+  void GiveBackFreeMemory();
   // The metrics route: format and coding negotiated from the request.
   void ServeMetrics(const HttpRequest& request, HttpResponse* response);
 
@@ -69,8 +83,11 @@ class Exporter {
   Snapshot snapshot_;
   SelfStats self_;
   std::vector<prometheus::MetricFamily> families_;
-  fmt::memory_buffer buffer_;
   GzipEncoder gzip_;
+  // The last scrape, for sharing: held only by the connections sending it.
+  std::weak_ptr<const TextBuffer> last_text_, last_gzip_;
+  std::chrono::steady_clock::time_point last_rendered_;
+  size_t size_hint_ = 0;  // the last body's size, reserved for the next
   std::string last_error_;
   std::set<std::string> reported_clashes_;
 };

@@ -9,7 +9,7 @@ namespace uwsgi_prometheus {
 
 GzipEncoder::~GzipEncoder() { libdeflate_free_compressor(compressor_); }
 
-bool GzipEncoder::Encode(std::string_view in, std::string_view* out, std::string* error) {
+bool GzipEncoder::Encode(std::string_view in, TextBuffer* out, std::string* error) {
   if (!compressor_) {
     compressor_ = libdeflate_alloc_compressor(std::clamp(level_, kMinLevel, kMaxLevel));
     if (!compressor_) {
@@ -17,24 +17,26 @@ bool GzipEncoder::Encode(std::string_view in, std::string_view* out, std::string
       return false;
     }
   }
-  // Exposition text compresses 8-30x: start at a quarter of the input and
-  // grow to the worst-case bound only if that does not fit.
+  // Exposition text compresses 8-30x: reserve a quarter of the input (pages
+  // never written cost nothing) and grow to the worst-case bound only if
+  // that does not fit.
   const size_t bound = libdeflate_gzip_compress_bound(compressor_, in.size());
   size_t avail = std::min(bound, in.size() / 4 + 1024);
   for (;;) {
     try {
-      if (out_.size() < avail) out_.resize(avail);
+      out->clear();
+      out->resize(avail);
     } catch (const std::bad_alloc&) {
       *error = "gzip: out of memory for the body";
       return false;
     }
     const size_t n =
-        libdeflate_gzip_compress(compressor_, in.data(), in.size(), out_.data(), out_.size());
+        libdeflate_gzip_compress(compressor_, in.data(), in.size(), out->data(), out->size());
     if (n != 0) {
-      *out = std::string_view(out_.data(), n);
+      out->resize(n);
       return true;
     }
-    if (out_.size() >= bound) {  // cannot happen: the bound always fits
+    if (avail >= bound) {  // cannot happen: the bound always fits
       *error = "gzip: compression failed";
       return false;
     }

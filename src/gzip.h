@@ -1,12 +1,14 @@
 // gzip for response bodies (libdeflate: one call over the whole body, which
-// a scrape has in memory anyway). The compressor and the output buffer are
-// kept across scrapes; the buffer is about a quarter of the largest body.
+// a scrape has in memory anyway). The compressor is kept across scrapes;
+// each body is written into a buffer of its own (it may be shared by
+// several connections while it is sent).
 #pragma once
 
 #include <cstddef>
 #include <string>
 #include <string_view>
-#include <vector>
+
+#include "text_buffer.h"
 
 struct libdeflate_compressor;
 
@@ -24,17 +26,16 @@ class GzipEncoder {
   static constexpr int kMinLevel = 1;
   static constexpr int kMaxLevel = 9;
 
-  // Compresses `in` into a gzip member. Returns false (with `error`) only
-  // when memory for the compressor cannot be had; the caller then answers
-  // uncompressed. The result stays valid until the next call.
-  bool Encode(std::string_view in, std::string_view* out, std::string* error);
+  // Compresses `in` into a gzip member in *out (replacing its contents).
+  // Returns false (with `error`) only when memory cannot be had; the caller
+  // then answers uncompressed.
+  bool Encode(std::string_view in, TextBuffer* out, std::string* error);
 
   int level() const { return level_; }
 
  private:
   int level_;
   libdeflate_compressor* compressor_ = nullptr;
-  std::vector<char> out_;
 };
 
 }  // namespace uwsgi_prometheus

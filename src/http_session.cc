@@ -56,6 +56,7 @@ SessionStep HttpSession::Answer(size_t consumed, bool close, OutputQueue* out) {
   r.status = 200;
   r.content_type = kTextPlain;
   r.body.clear();
+  r.shared_body = SharedBytes();
   r.extra_headers.clear();
   try {
     ctx_->handler(ctx_->request, &r);
@@ -82,12 +83,14 @@ void HttpSession::SetError(int status) {
   r.content_type = kTextPlain;
   r.body = Reason(status);
   r.body += '\n';
+  r.shared_body = SharedBytes();
   r.extra_headers.clear();
   if (status == 405) r.extra_headers.emplace_back("Allow", "GET, HEAD");
 }
 
-// Queues the response: head, then the body without a copy (the response
-// gets the queue's previous buffer to reuse).
+// Queues the response: head, then the body without a copy (an owned body
+// gets the queue's previous buffer to reuse in exchange; a shared one is
+// held by the queue until sent).
 void HttpSession::Queue(bool close, bool head_only, OutputQueue* out) {
   HttpResponse& r = ctx_->response;
   if (r.status < 200 || r.status > 599) r.status = 500;
@@ -98,7 +101,7 @@ void HttpSession::Queue(bool close, bool head_only, OutputQueue* out) {
   out->Append("\r\nContent-Type: ");
   out->Append(IsHttpFieldValue(r.content_type) ? std::string_view(r.content_type) : kTextPlain);
   out->Append("\r\nContent-Length: ");
-  AppendInt(out, r.body.size());  // HEAD: the length GET would send
+  AppendInt(out, r.Body().size());  // HEAD: the length GET would send
   out->Append(close ? "\r\nConnection: close\r\n" : "\r\nConnection: keep-alive\r\n");
   for (const auto& [name, value] : r.extra_headers) {
     if (!IsHttpToken(name) || !IsHttpFieldValue(value)) continue;  // no header injection
@@ -108,7 +111,13 @@ void HttpSession::Queue(bool close, bool head_only, OutputQueue* out) {
     out->Append("\r\n");
   }
   out->Append("\r\n");
-  if (!head_only) out->Adopt(&r.body);
+  if (head_only) {
+    r.shared_body = SharedBytes();
+  } else if (r.shared_body.owner) {
+    out->Share(std::move(r.shared_body));
+  } else {
+    out->Adopt(&r.body);
+  }
 }
 
 }  // namespace uwsgi_prometheus

@@ -22,7 +22,14 @@ struct HttpResponse {
   int status = 200;
   std::string content_type = "text/plain; charset=utf-8";
   std::string body;
+  // A body shared with other responses (one scrape answered to concurrent
+  // clients): when its owner is set, it is sent instead of `body`.
+  SharedBytes shared_body;
   std::vector<std::pair<std::string, std::string>> extra_headers;
+
+  std::string_view Body() const {
+    return shared_body.owner ? shared_body.bytes : std::string_view(body);
+  }
 };
 
 // Called on the server thread for every well-formed GET/HEAD request.

@@ -34,7 +34,7 @@ size_t Utf8SequenceLength(std::string_view s, size_t i) {
   return len;
 }
 
-void Append(fmt::memory_buffer* out, std::string_view s) {
+void Append(TextBuffer* out, std::string_view s) {
   out->append(s.data(), s.data() + s.size());
 }
 
@@ -65,7 +65,7 @@ bool IsValidLabelValue(std::string_view value) {
   return true;
 }
 
-void AppendEscapedLabelValue(fmt::memory_buffer* out, std::string_view value) {
+void AppendEscapedLabelValue(TextBuffer* out, std::string_view value) {
   for (char c : value) {
     switch (c) {
       case '\\': Append(out, "\\\\"); break;
@@ -76,7 +76,7 @@ void AppendEscapedLabelValue(fmt::memory_buffer* out, std::string_view value) {
   }
 }
 
-void AppendEscapedHelp(fmt::memory_buffer* out, std::string_view help) {
+void AppendEscapedHelp(TextBuffer* out, std::string_view help) {
   for (char c : help) {
     switch (c) {
       case '\\': Append(out, "\\\\"); break;

@@ -1,7 +1,7 @@
 // Strings as the text exposition format needs them, in one place: label
 // values made valid (UTF-8, no NUL, bounded length) and escaped, help text
 // escaped, metric and label names checked. Everything in src/ that writes a
-// label value or a name goes through here. Depends on nothing else in src/.
+// label value or a name goes through here. Depends only on text_buffer.h.
 #pragma once
 
 #include <cstddef>
@@ -9,6 +9,8 @@
 #include <string_view>
 
 #include <fmt/format.h>
+
+#include "text_buffer.h"
 
 namespace uwsgi_prometheus {
 
@@ -25,10 +27,10 @@ std::string SanitizeLabelValue(std::string_view value, size_t max_bytes);
 bool IsValidLabelValue(std::string_view value);
 
 // Appends `value` with '\', '"' and newline escaped, as inside label="...".
-void AppendEscapedLabelValue(fmt::memory_buffer* out, std::string_view value);
+void AppendEscapedLabelValue(TextBuffer* out, std::string_view value);
 
 // Appends `help` with '\' and newline escaped, as after "# HELP name ".
-void AppendEscapedHelp(fmt::memory_buffer* out, std::string_view help);
+void AppendEscapedHelp(TextBuffer* out, std::string_view help);
 
 // [a-zA-Z_:][a-zA-Z0-9_:]*, checked byte by byte (no locale).
 bool IsValidMetricName(std::string_view name);

@@ -285,7 +285,7 @@ struct Row {
 
 class RowBuilder {
  public:
-  explicit RowBuilder(fmt::memory_buffer* scratch) : scratch_(scratch) {}
+  explicit RowBuilder(TextBuffer* scratch) : scratch_(scratch) {}
   RowBuilder& Label(std::string_view name, std::string_view value) {
     if (scratch_->size()) scratch_->push_back(',');
     Append(scratch_, name);
@@ -303,7 +303,7 @@ class RowBuilder {
   }
 
  private:
-  fmt::memory_buffer* scratch_;
+  TextBuffer* scratch_;
   std::vector<std::string> key_;
 };
 
@@ -353,7 +353,7 @@ void BuildWorkerRows(const Snapshot& s, const std::string& uri, Rows* rows) {
                                   }),
                       rows->workers.end());
   {
-    fmt::memory_buffer uri_label;
+    TextBuffer uri_label;
     Append(&uri_label, "stats_uri=\"");
     AppendEscapedLabelValue(&uri_label, uri);
     uri_label.push_back('"');
@@ -367,7 +367,7 @@ void BuildWorkerRows(const Snapshot& s, const std::string& uri, Rows* rows) {
 }
 
 void BuildRows(const Snapshot& s, const ModelOptions& o, const SelfStats& self, Rows* rows) {
-  fmt::memory_buffer scratch;
+  TextBuffer scratch;
   RowBuilder b(&scratch);
   const std::string uri = SanitizeLabelValue(o.stats_uri, o.max_label_value_bytes);
   auto sane = [&](std::string_view v) { return SanitizeLabelValue(v, o.max_label_value_bytes); };
@@ -418,7 +418,7 @@ double RowValue(const Spec& spec, const Row& row) {
 
 // name{stats_uri="...",<middle>worker_id="N"} value
 void WorkerSample(const Spec& spec, const Rows& rows, const WorkerRow& wr, std::string_view middle,
-                  double value, fmt::memory_buffer* out) {
+                  double value, TextBuffer* out) {
   Append(out, spec.name);
   out->push_back('{');
   Append(out, rows.uri_label);
@@ -431,7 +431,7 @@ void WorkerSample(const Spec& spec, const Rows& rows, const WorkerRow& wr, std::
   out->push_back('\n');
 }
 
-void RenderWorkerSpec(const Spec& spec, const Rows& rows, fmt::memory_buffer* out) {
+void RenderWorkerSpec(const Spec& spec, const Rows& rows, TextBuffer* out) {
   if (spec.scope == Scope::kWorker) {
     const std::string_view name(spec.name);
     for (const auto& wr : rows.workers) {
@@ -484,7 +484,7 @@ bool HasSeries(const Spec& spec, const Rows& rows) {
   }
 }
 
-void RenderSpec(const Spec& spec, const Rows& rows, fmt::memory_buffer* out) {
+void RenderSpec(const Spec& spec, const Rows& rows, TextBuffer* out) {
   if (!HasSeries(spec, rows)) return;
   if (spec.scope == Scope::kWorker || spec.scope == Scope::kWorkerStatus ||
       spec.scope == Scope::kCore) {
@@ -590,7 +590,7 @@ bool IsBuiltInFamily(std::string_view name) {
 }
 
 void RenderScrape(const Snapshot& snapshot, const ModelOptions& options, const SelfStats& self,
-                  const std::vector<MetricFamily>& extra, fmt::memory_buffer* out) {
+                  const std::vector<MetricFamily>& extra, TextBuffer* out) {
   Rows rows;
   BuildRows(snapshot, options, self, &rows);
   const auto& specs = SpecsByName();

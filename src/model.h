@@ -14,6 +14,7 @@
 
 #include "labels.h"
 #include "snapshot.h"
+#include "text_buffer.h"
 
 namespace uwsgi_prometheus {
 
@@ -45,7 +46,7 @@ void BuildFamilies(const Snapshot& snapshot, const ModelOptions& options,
 // written straight from the snapshot (no per-series objects): what a scrape
 // serves. `extra` must be sorted by name and hold no built-in family name.
 void RenderScrape(const Snapshot& snapshot, const ModelOptions& options, const SelfStats& self,
-                  const std::vector<prometheus::MetricFamily>& extra, fmt::memory_buffer* out);
+                  const std::vector<prometheus::MetricFamily>& extra, TextBuffer* out);
 
 // Whether `name` is one of the families BuildFamilies can produce.
 bool IsBuiltInFamily(std::string_view name);

@@ -14,11 +14,11 @@ using prometheus::MetricType;
 
 namespace {
 
-void AppendCount(fmt::memory_buffer* out, uint64_t value);
+void AppendCount(TextBuffer* out, uint64_t value);
 
 }  // namespace
 
-void AppendValue(fmt::memory_buffer* out, double value) {
+void AppendValue(TextBuffer* out, double value) {
   if (std::isnan(value)) {
     Append(out, "NaN");
   } else if (std::isinf(value)) {
@@ -34,13 +34,13 @@ void AppendValue(fmt::memory_buffer* out, double value) {
 
 namespace {
 
-void AppendCount(fmt::memory_buffer* out, uint64_t value) {
+void AppendCount(TextBuffer* out, uint64_t value) {
   fmt::format_int i(static_cast<unsigned long long>(value));
   Append(out, std::string_view(i.data(), i.size()));
 }
 
 // name{labels[,extra_name="extra"]} value\n
-void AppendSample(fmt::memory_buffer* out, const std::string& name, std::string_view suffix,
+void AppendSample(TextBuffer* out, const std::string& name, std::string_view suffix,
                   const ClientMetric& metric, std::string_view extra_name,
                   std::string_view extra_value, double value) {
   Append(out, name);
@@ -92,7 +92,7 @@ std::string_view FormatBound(double bound, char* buf, size_t size) {
 
 }  // namespace
 
-void AppendHelpLine(fmt::memory_buffer* out, std::string_view name, std::string_view help) {
+void AppendHelpLine(TextBuffer* out, std::string_view name, std::string_view help) {
   Append(out, "# HELP ");
   Append(out, name);
   out->push_back(' ');
@@ -100,7 +100,7 @@ void AppendHelpLine(fmt::memory_buffer* out, std::string_view name, std::string_
   out->push_back('\n');
 }
 
-void AppendTypeLine(fmt::memory_buffer* out, std::string_view name, MetricType type) {
+void AppendTypeLine(TextBuffer* out, std::string_view name, MetricType type) {
   Append(out, "# TYPE ");
   Append(out, name);
   out->push_back(' ');
@@ -108,7 +108,7 @@ void AppendTypeLine(fmt::memory_buffer* out, std::string_view name, MetricType t
   out->push_back('\n');
 }
 
-void RenderFamily(const MetricFamily& family, fmt::memory_buffer* out) {
+void RenderFamily(const MetricFamily& family, TextBuffer* out) {
   char buf[64];
   if (family.metric.empty()) return;
   if (!family.help.empty()) AppendHelpLine(out, family.name, family.help);
@@ -153,14 +153,14 @@ void RenderFamily(const MetricFamily& family, fmt::memory_buffer* out) {
   }
 }
 
-void RenderText(const std::vector<MetricFamily>& families, fmt::memory_buffer* out) {
+void RenderText(const std::vector<MetricFamily>& families, TextBuffer* out) {
   for (const auto& family : families) RenderFamily(family, out);
 }
 
 std::string RenderText(const std::vector<MetricFamily>& families) {
-  fmt::memory_buffer buf;
+  TextBuffer buf;
   RenderText(families, &buf);
-  return fmt::to_string(buf);
+  return std::string(buf.data(), buf.size());
 }
 
 }  // namespace uwsgi_prometheus

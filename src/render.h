@@ -10,22 +10,24 @@
 #include <fmt/format.h>
 #include <prometheus/metric_family.h>
 
+#include "text_buffer.h"
+
 namespace uwsgi_prometheus {
 
 inline constexpr const char* kTextContentType = "text/plain; version=0.0.4; charset=utf-8";
 
 // Appends the exposition text of `families` to `out`. Does not throw except
 // std::bad_alloc.
-void RenderText(const std::vector<prometheus::MetricFamily>& families, fmt::memory_buffer* out);
+void RenderText(const std::vector<prometheus::MetricFamily>& families, TextBuffer* out);
 
 std::string RenderText(const std::vector<prometheus::MetricFamily>& families);
 
 // Pieces of the format, shared with the direct snapshot renderer in model.cc.
-void RenderFamily(const prometheus::MetricFamily& family, fmt::memory_buffer* out);
-void AppendValue(fmt::memory_buffer* out, double value);
-void AppendHelpLine(fmt::memory_buffer* out, std::string_view name, std::string_view help);
-void AppendTypeLine(fmt::memory_buffer* out, std::string_view name, prometheus::MetricType type);
-inline void Append(fmt::memory_buffer* out, std::string_view s) {
+void RenderFamily(const prometheus::MetricFamily& family, TextBuffer* out);
+void AppendValue(TextBuffer* out, double value);
+void AppendHelpLine(TextBuffer* out, std::string_view name, std::string_view help);
+void AppendTypeLine(TextBuffer* out, std::string_view name, prometheus::MetricType type);
+inline void Append(TextBuffer* out, std::string_view s) {
   out->append(s.data(), s.data() + s.size());
 }
 

@@ -86,7 +86,7 @@ std::vector<Input> SyntheticInputs() {
   for (bool cores : {false, true}) {
     o.collect_cores = cores;
     for (int workers : {4, 64, 256, 1024}) {
-      fmt::memory_buffer buf;
+      TextBuffer buf;
       RenderScrape(MakeSnapshot(workers, cores ? 2 : 1), o, self, {}, &buf);
       inputs.push_back({std::to_string(workers) + (cores ? " +cores" : ""),
                         std::string(buf.data(), buf.size())});

@@ -23,7 +23,7 @@ int main(int argc, char** argv) {
   std::printf("|---|---|---|---|---|\n");
   for (int workers : {4, 16, 64, 256}) {
     Snapshot s = MakeSnapshot(workers);
-    fmt::memory_buffer buf;
+    TextBuffer buf;
     size_t bytes = 0;
     double ref = MedianUs(runs, [&] {
       std::vector<prometheus::MetricFamily> fs;

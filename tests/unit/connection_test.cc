@@ -4,6 +4,7 @@
 #include "connection.h"
 
 #include <catch2/catch.hpp>
+#include <memory>
 #include <string>
 #include <string_view>
 
@@ -151,6 +152,43 @@ TEST_CASE("an adopted buffer is written without a copy", "[connection]") {
   CHECK(iov[0].iov_len == 54);
   q.Consume(54);
   CHECK(q.empty());
+}
+
+TEST_CASE("shared bytes are sent without a copy and let go once written", "[connection]") {
+  auto body = std::make_shared<const std::string>(100, 'z');
+  std::weak_ptr<const std::string> watch = body;
+  OutputQueue q;
+  q.Append("head");
+  q.Share({body, *body});
+  body.reset();
+  iovec iov[OutputQueue::kMaxChunks];
+  REQUIRE(q.Gather(iov, OutputQueue::kMaxChunks) == 2);
+  CHECK(iov[1].iov_base == watch.lock()->data());
+  q.Consume(4 + 60);
+  CHECK(!watch.expired());  // 40 bytes still to send
+  q.Append("next");         // after a shared chunk: a chunk of its own
+  REQUIRE(q.Gather(iov, OutputQueue::kMaxChunks) == 2);
+  CHECK(iov[0].iov_len == 40);
+  CHECK(iov[1].iov_len == 4);
+  q.Consume(40);
+  CHECK(watch.expired());  // written: the queue no longer holds it
+  q.Consume(4);
+  CHECK(q.empty());
+
+  SECTION("no chunk left: appending after a shared chunk copies it") {
+    auto shared = std::make_shared<const std::string>("0123456789");
+    OutputQueue full;
+    full.Append("a");
+    std::string b = "b", c = "c";
+    full.Adopt(&b);
+    full.Adopt(&c);
+    full.Share({shared, *shared});
+    full.Consume(3 + 2);  // a, b, c and "01"
+    full.Append("!");
+    REQUIRE(full.Gather(iov, OutputQueue::kMaxChunks) == 1);
+    CHECK(std::string(static_cast<char*>(iov[0].iov_base), iov[0].iov_len) == "23456789!");
+    CHECK(full.size() == 9);
+  }
 }
 
 }  // namespace

@@ -10,15 +10,15 @@ using namespace uwsgi_prometheus;
 namespace {
 
 std::string Escaped(std::string_view value) {
-  fmt::memory_buffer out;
+  TextBuffer out;
   AppendEscapedLabelValue(&out, value);
-  return fmt::to_string(out);
+  return std::string(out.data(), out.size());
 }
 
 std::string EscapedHelp(std::string_view help) {
-  fmt::memory_buffer out;
+  TextBuffer out;
   AppendEscapedHelp(&out, help);
-  return fmt::to_string(out);
+  return std::string(out.data(), out.size());
 }
 
 }  // namespace

@@ -170,9 +170,9 @@ TEST_CASE("exporter routes metrics, health, landing page and 404", "[render]") {
   exporter.Handle(req, &resp);
   CHECK(resp.status == 200);
   CHECK(resp.content_type == kTextContentType);
-  CHECK(resp.body.find("uwsgi_worker_requests_total{stats_uri=\"\",worker_id=\"2\"} 200\n") !=
+  CHECK(resp.Body().find("uwsgi_worker_requests_total{stats_uri=\"\",worker_id=\"2\"} 200\n") !=
         std::string::npos);
-  CHECK(resp.body.find("uwsgi_exporter_scrapes_total 1\n") != std::string::npos);
+  CHECK(resp.Body().find("uwsgi_exporter_scrapes_total 1\n") != std::string::npos);
 
   resp = {};
   req.path = "/-/healthy";
@@ -217,9 +217,9 @@ TEST_CASE("the direct scrape renderer writes exactly the reference text", "[rend
     BuildFamilies(s, o, self, &reference);
     reference.insert(reference.end(), extra.begin(), extra.end());
     Normalize(&reference);
-    fmt::memory_buffer direct;
+    TextBuffer direct;
     RenderScrape(s, o, self, extra, &direct);
-    CHECK(fmt::to_string(direct) == RenderText(reference));
+    CHECK(std::string(direct.data(), direct.size()) == RenderText(reference));
   };
   ModelOptions o;
   o.stats_uri = "tcp://127.0.0.1:1717";
@@ -293,4 +293,57 @@ TEST_CASE("the endpoint's own counters are served, every close reason included",
   exporter.SetServerStats(nullptr);
   exporter.Scrape(&body);
   CHECK_THAT(body, !Contains("uwsgi_prometheus_http_"));
+}
+
+namespace {
+
+// The scrape counter in a body: which render it came from.
+std::string ScrapesLine(std::string_view body) {
+  const size_t at = body.find("uwsgi_exporter_scrapes_total ");
+  return at == std::string_view::npos ? "" : std::string(body.substr(at, body.find('\n', at) - at));
+}
+
+}  // namespace
+
+TEST_CASE("scrapes of the same moment share one body; later ones render anew", "[render]") {
+  FakeSource source(MakeSnapshot(4));
+  ExporterOptions options;
+  options.share_window = std::chrono::hours(1);
+  Exporter exporter(&source, options, nullptr);
+  HttpRequest req;
+  req.method = "GET";
+  req.path = "/metrics";
+  HttpRequest gz = req;
+  gz.accept_encoding = "gzip";
+
+  HttpResponse first, second, third, fourth;
+  exporter.Handle(req, &first);  // still "being sent": first holds its body
+  exporter.Handle(req, &second);
+  REQUIRE(first.shared_body.owner);
+  CHECK(second.shared_body.owner == first.shared_body.owner);
+  CHECK(ScrapesLine(first.Body()) == "uwsgi_exporter_scrapes_total 1");
+
+  // A gzip client of the same moment gets that render compressed, once.
+  exporter.Handle(gz, &third);
+  exporter.Handle(gz, &fourth);
+  CHECK(third.shared_body.owner != first.shared_body.owner);
+  CHECK(fourth.shared_body.owner == third.shared_body.owner);
+
+  // Once nobody is sending them, the bodies are gone and the next client
+  // gets a new render, whatever the window.
+  first = second = third = fourth = HttpResponse();
+  HttpResponse later;
+  exporter.Handle(req, &later);
+  CHECK(ScrapesLine(later.Body()) == "uwsgi_exporter_scrapes_total 2");
+
+  SECTION("outside the window a body still being sent is not reused") {
+    ExporterOptions no_sharing;
+    no_sharing.share_window = std::chrono::milliseconds(0);
+    Exporter fresh(&source, no_sharing, nullptr);
+    HttpResponse a, b;
+    fresh.Handle(req, &a);
+    fresh.Handle(req, &b);
+    CHECK(a.shared_body.owner != b.shared_body.owner);
+    CHECK(ScrapesLine(b.Body()) == "uwsgi_exporter_scrapes_total 2");
+  }
 }
