@@ -13,6 +13,7 @@
 #include <prometheus/metric_family.h>
 
 #include "labels.h"
+#include "render.h"
 #include "snapshot.h"
 
 namespace uwsgi_prometheus {
@@ -45,7 +46,7 @@ void BuildFamilies(const Snapshot& snapshot, const ModelOptions& options,
 // written straight from the snapshot (no per-series objects): what a scrape
 // serves. `extra` must be sorted by name and hold no built-in family name.
 void RenderScrape(const Snapshot& snapshot, const ModelOptions& options, const SelfStats& self,
-                  const std::vector<prometheus::MetricFamily>& extra, fmt::memory_buffer* out);
+                  const std::vector<ServedFamily>& extra, fmt::memory_buffer* out);
 
 // Whether `name` is one of the families BuildFamilies can produce.
 bool IsBuiltInFamily(std::string_view name);
@@ -53,5 +54,6 @@ bool IsBuiltInFamily(std::string_view name);
 // Sorts families by name and each family's series by label values, and drops
 // series whose labels repeat an earlier one.
 void Normalize(std::vector<prometheus::MetricFamily>* families);
+void Normalize(std::vector<ServedFamily>* families);
 
 }  // namespace uwsgi_prometheus

@@ -33,11 +33,11 @@ class Records {
     files_.push_back(std::move(f));
     return *this;
   }
-  // The merged exposition, families in merge order.
+  // The merged exposition as served, families in merge order.
   std::string Text() const {
     std::vector<MetricFamily> families;
     MergeDbFiles(keys_, files_, &families);
-    return RenderText(families);
+    return RenderText(families, kMergedBoundSpelling);
   }
 
  private:
@@ -49,26 +49,6 @@ std::string Key(const std::string& metric, const std::string& sample, const std:
                 const std::string& help = "H.") {
   return "[\"" + metric + "\", \"" + sample + "\", {" + labels + "}, \"" + help + "\"]";
 }
-
-// A scratch directory, removed with its files.
-class TempDir {
- public:
-  TempDir() {
-    char tmpl[] = "/tmp/multiproc-test-XXXXXX";
-    REQUIRE(mkdtemp(tmpl));
-    path_ = tmpl;
-  }
-  ~TempDir() { std::system(("rm -rf '" + path_ + "'").c_str()); }
-  const std::string& path() const { return path_; }
-  std::string Write(const std::string& name, const std::string& bytes) const {
-    const std::string file = path_ + "/" + name;
-    std::ofstream(file, std::ios::binary) << bytes;
-    return file;
-  }
-
- private:
-  std::string path_;
-};
 
 }  // namespace
 
@@ -120,6 +100,27 @@ TEST_CASE("histogram buckets are summed, then accumulated", "[multiproc]") {
                     "h_sum{r=\"x\"} 2.5\nh_count{r=\"x\"} 6\n");
 }
 
+TEST_CASE("histogram bounds are served as prometheus_client spells them", "[multiproc]") {
+  // MultiProcessCollector reads each stored le as a float, adds up equal
+  // bounds, sorts them and writes floatToGoString: "1" and "1.0" are one
+  // bucket, served as le="1.0".
+  Records r;
+  r.File("histogram_1.db", {{Key("h", "h_bucket", R"("le": "1")"), 1},
+                            {Key("h", "h_bucket", R"("le": "1e3")"), 2},
+                            {Key("h", "h_bucket", R"("le": "0.005")"), 4},
+                            {Key("h", "h_bucket", R"("le": "+Inf")"), 8},
+                            {Key("h", "h_sum", ""), 3}});
+  r.File("histogram_2.db", {{Key("h", "h_bucket", R"("le": "1.0")"), 16},
+                            {Key("h", "h_bucket", R"("le": "1000000.0")"), 32},
+                            {Key("h", "h_bucket", R"("le": "-2.5")"), 64},
+                            {Key("h", "h_bucket", R"("le": "1e-05")"), 128}});
+  CHECK(r.Text() == "# HELP h H.\n# TYPE h histogram\n"
+                    "h_bucket{le=\"-2.5\"} 64\nh_bucket{le=\"1e-05\"} 192\n"
+                    "h_bucket{le=\"0.005\"} 196\nh_bucket{le=\"1.0\"} 213\n"
+                    "h_bucket{le=\"1000.0\"} 215\nh_bucket{le=\"1e+06\"} 247\n"
+                    "h_bucket{le=\"+Inf\"} 255\nh_sum 3\nh_count 255\n");
+}
+
 TEST_CASE("summaries keep _count and _sum", "[multiproc]") {
   Records r;
   r.File("summary_1.db", {{Key("s", "s_count", ""), 2}, {Key("s", "s_sum", ""), 0.5}});
@@ -158,7 +159,8 @@ TEST_CASE("the reader skips what it cannot use and says why", "[multiproc]") {
                                                      {"histogram_6.db", SkipReason::kTooLarge}});
   std::vector<MetricFamily> families;
   MergeDbFiles(keys, files, &families);
-  CHECK(RenderText(families) == "# HELP c_total H.\n# TYPE c_total counter\nc_total 4\n");
+  CHECK(RenderText(families, kMergedBoundSpelling) ==
+        "# HELP c_total H.\n# TYPE c_total counter\nc_total 4\n");
 }
 
 TEST_CASE("a missing directory is reported once", "[multiproc]") {
