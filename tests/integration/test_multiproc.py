@@ -38,6 +38,10 @@ for mode in ('all', 'liveall', 'livesum', 'sum', 'max', 'min', 'livemax', 'livem
     g.labels('1').set(i * 10 + 1)
     g.labels('2').set(-i)
     g.labels('\u00fc"\\').set(i * 0.25)
+    # an app label named pid: the library drops it outside all/liveall
+    p = Gauge('gp_' + mode, 'Gauge ' + mode + ' by pid', ['pid', 'x'], multiprocess_mode=mode)
+    p.labels(str(i % 2), '1').set(i + 1)
+    p.labels('7', '2').set(-i)
 h = Histogram('latency_seconds', 'Latency.', ['route'], buckets=(0.01, 0.1, 1, 10))
 for v in (0.005, 0.05, 0.5, 5, 50)[: i + 2]:
     h.labels('/x').observe(v)

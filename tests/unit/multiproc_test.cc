@@ -88,6 +88,23 @@ TEST_CASE("the process' pid replaces an app's pid label", "[multiproc]") {
   CHECK(r.Text() == "# HELP g H.\n# TYPE g gauge\ng{pid=\"30\"} 5\n");
 }
 
+TEST_CASE("outside all/liveall, an app's pid label is dropped and its series merged",
+          "[multiproc]") {
+  auto merged = [](const std::string& mode) {
+    Records r;
+    r.File("gauge_" + mode + "_10.db", {{Key("g", "g", R"("pid": "a", "x": "1")"), 4, 1795000001},
+                                        {Key("g", "g", R"("pid": "b", "x": "1")"), -2, 1795000003}});
+    r.File("gauge_" + mode + "_20.db", {{Key("g", "g", R"("pid": "a", "x": "1")"), 3, 1795000002},
+                                        {Key("g", "g", R"("x": "2")"), 5, 1795000002}});
+    const std::string text = r.Text();
+    return text.substr(text.find("# TYPE g gauge\n") + 15);
+  };
+  CHECK(merged("min") == "g{x=\"1\"} -2\ng{x=\"2\"} 5\n");
+  CHECK(merged("livemax") == "g{x=\"1\"} 4\ng{x=\"2\"} 5\n");
+  CHECK(merged("sum") == "g{x=\"1\"} 5\ng{x=\"2\"} 5\n");
+  CHECK(merged("mostrecent") == "g{x=\"1\"} -2\ng{x=\"2\"} 5\n");  // the newest timestamp
+}
+
 TEST_CASE("histogram buckets are summed, then accumulated", "[multiproc]") {
   Records r;
   for (const char* file : {"histogram_1.db", "histogram_2.db"}) {
