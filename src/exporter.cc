@@ -9,16 +9,15 @@
 namespace uwsgi_prometheus {
 namespace {
 
-prometheus::MetricFamily Counter(const char* name, const char* help, uint64_t value) {
+ServedFamily Counter(const char* name, const char* help, uint64_t value) {
   prometheus::MetricFamily family{name, help, prometheus::MetricType::Counter, {}};
   family.metric.emplace_back();
   family.metric.back().counter.value = static_cast<double>(value);
-  return family;
+  return {std::move(family)};
 }
 
 // The endpoint's self-metrics, from the server's atomics.
-void AppendServerFamilies(const HttpServerStats& stats,
-                          std::vector<prometheus::MetricFamily>* out) {
+void AppendServerFamilies(const HttpServerStats& stats, std::vector<ServedFamily>* out) {
   out->push_back(Counter("uwsgi_prometheus_http_connections_accepted_total",
                          "Connections accepted by the metrics endpoint.",
                          stats.accepted.load(std::memory_order_relaxed)));
@@ -36,7 +35,7 @@ void AppendServerFamilies(const HttpServerStats& stats,
     m.counter.value = static_cast<double>(stats.Closed(reason));
     closed.metric.push_back(std::move(m));
   }
-  out->push_back(std::move(closed));
+  out->push_back({std::move(closed)});
 }
 
 }  // namespace
@@ -73,8 +72,8 @@ void Exporter::Render(TextBuffer* out) {
     // keep the first, drop the rest, say so once.
     size_t kept = 0;
     for (size_t i = 0; i < families_.size(); ++i) {
-      const auto& name = families_[i].name;
-      if (IsBuiltInFamily(name) || (kept > 0 && families_[kept - 1].name == name)) {
+      const auto& name = families_[i].family.name;
+      if (IsBuiltInFamily(name) || (kept > 0 && families_[kept - 1].family.name == name)) {
         ++self_.errors;
         if (log && reported_clashes_.insert(name).second) {
           log("family " + name + " is served twice; keeping the first one");

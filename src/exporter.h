@@ -36,10 +36,11 @@ struct ExporterOptions {
 // Returns true when healthy; otherwise fills `reason`.
 using HealthCheck = std::function<bool(std::string* reason)>;
 
-// Extra families appended to every scrape (e.g. request histograms); gets
-// the scrape's snapshot (valid only when it was taken) for label values.
+// Extra families appended to every scrape (e.g. request histograms), each
+// with the spelling of its bounds; gets the scrape's snapshot (valid only
+// when it was taken) for label values.
 using FamilyProvider =
-    std::function<void(const Snapshot&, bool taken, std::vector<prometheus::MetricFamily>*)>;
+    std::function<void(const Snapshot&, bool taken, std::vector<ServedFamily>*)>;
 
 class Exporter {
  public:
@@ -82,7 +83,7 @@ class Exporter {
   const HttpServerStats* server_stats_ = nullptr;
   Snapshot snapshot_;
   SelfStats self_;
-  std::vector<prometheus::MetricFamily> families_;
+  std::vector<ServedFamily> families_;
   GzipEncoder gzip_;
   // The last scrape, for sharing: held only by the connections sending it.
   std::weak_ptr<const TextBuffer> last_text_, last_gzip_;

@@ -5,9 +5,14 @@
 // label value is a string, and a different spelling is a different series.
 #pragma once
 
+#include <cstddef>
 #include <string>
+#include <string_view>
 
 namespace uwsgi_prometheus {
+
+// Room for any spelling below ("-1.2345678901234567e-308" is 24 bytes).
+inline constexpr size_t kGoFloatChars = 32;
 
 // Python's repr(float): the shortest digits that read back to `value`, fixed
 // notation for exponents -4..15 (always with a fractional part, "1.0"),
@@ -16,5 +21,10 @@ std::string PythonFloatRepr(double value);
 
 // prometheus_client's floatToGoString, byte for byte.
 std::string FloatToGoString(double value);
+
+// The same, written into `buf` (at least kGoFloatChars bytes; output is cut
+// at `size` otherwise) without allocating, for the scrape path. Returns the
+// text in `buf`.
+std::string_view FormatGoFloat(double value, char* buf, size_t size);
 
 }  // namespace uwsgi_prometheus

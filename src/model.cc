@@ -529,18 +529,29 @@ bool LabelsLess(const ClientMetric& a, const ClientMetric& b) {
       });
 }
 
-}  // namespace
-
-void Normalize(std::vector<MetricFamily>* families) {
+// Families sorted by name, each one's series by labels, repeated series
+// dropped; `get` finds the MetricFamily in an element of `families`.
+template <typename F, typename Get>
+void NormalizeFamilies(std::vector<F>* families, Get get) {
   std::stable_sort(families->begin(), families->end(),
-                   [](const auto& a, const auto& b) { return a.name < b.name; });
+                   [&](const F& a, const F& b) { return get(a).name < get(b).name; });
   for (auto& family : *families) {
-    auto& m = family.metric;
+    auto& m = get(family).metric;
     std::stable_sort(m.begin(), m.end(), LabelsLess);
     m.erase(std::unique(m.begin(), m.end(),
                         [](const auto& a, const auto& b) { return a.label == b.label; }),
             m.end());
   }
+}
+
+}  // namespace
+
+void Normalize(std::vector<MetricFamily>* families) {
+  NormalizeFamilies(families, [](auto& f) -> auto& { return f; });
+}
+
+void Normalize(std::vector<ServedFamily>* families) {
+  NormalizeFamilies(families, [](auto& f) -> auto& { return f.family; });
 }
 
 void BuildFamilies(const Snapshot& snapshot, const ModelOptions& options,
@@ -590,16 +601,18 @@ bool IsBuiltInFamily(std::string_view name) {
 }
 
 void RenderScrape(const Snapshot& snapshot, const ModelOptions& options, const SelfStats& self,
-                  const std::vector<MetricFamily>& extra, TextBuffer* out) {
+                  const std::vector<ServedFamily>& extra, TextBuffer* out) {
   Rows rows;
   BuildRows(snapshot, options, self, &rows);
   const auto& specs = SpecsByName();
   size_t e = 0;
   for (const Spec* spec : specs) {
-    while (e < extra.size() && extra[e].name < spec->name) RenderFamily(extra[e++], out);
+    for (; e < extra.size() && extra[e].family.name < spec->name; ++e) {
+      RenderFamily(extra[e].family, extra[e].bounds, out);
+    }
     if (Enabled(*spec, snapshot, options, self)) RenderSpec(*spec, rows, out);
   }
-  while (e < extra.size()) RenderFamily(extra[e++], out);
+  for (; e < extra.size(); ++e) RenderFamily(extra[e].family, extra[e].bounds, out);
 }
 
 }  // namespace uwsgi_prometheus

@@ -13,6 +13,7 @@
 #include <prometheus/metric_family.h>
 
 #include "labels.h"
+#include "render.h"
 #include "snapshot.h"
 #include "text_buffer.h"
 
@@ -46,7 +47,7 @@ void BuildFamilies(const Snapshot& snapshot, const ModelOptions& options,
 // written straight from the snapshot (no per-series objects): what a scrape
 // serves. `extra` must be sorted by name and hold no built-in family name.
 void RenderScrape(const Snapshot& snapshot, const ModelOptions& options, const SelfStats& self,
-                  const std::vector<prometheus::MetricFamily>& extra, TextBuffer* out);
+                  const std::vector<ServedFamily>& extra, TextBuffer* out);
 
 // Whether `name` is one of the families BuildFamilies can produce.
 bool IsBuiltInFamily(std::string_view name);
@@ -54,5 +55,6 @@ bool IsBuiltInFamily(std::string_view name);
 // Sorts families by name and each family's series by label values, and drops
 // series whose labels repeat an earlier one.
 void Normalize(std::vector<prometheus::MetricFamily>* families);
+void Normalize(std::vector<ServedFamily>* families);
 
 }  // namespace uwsgi_prometheus

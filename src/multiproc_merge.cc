@@ -45,6 +45,30 @@ uint64_t Count(double v) {
   return static_cast<uint64_t>(v);
 }
 
+LabelSet WithoutPid(LabelSet labels) {
+  labels.erase(std::remove_if(labels.begin(), labels.end(),
+                              [](const auto& l) { return l.first == "pid"; }),
+               labels.end());
+  return labels;
+}
+
+// Folds one series' merged value into another's, by the gauge mode (not
+// all/liveall, whose series are never folded).
+void Combine(GaugeMode mode, double v, double timestamp, double* into, double* into_timestamp) {
+  switch (mode) {
+    case GaugeMode::kMin: *into = std::min(*into, v); break;
+    case GaugeMode::kMax: *into = std::max(*into, v); break;
+    case GaugeMode::kSum: *into += v; break;
+    case GaugeMode::kMostRecent:
+      if (*into_timestamp < timestamp) {
+        *into = v;
+        *into_timestamp = timestamp;
+      }
+      break;
+    case GaugeMode::kPerPid: break;
+  }
+}
+
 std::vector<ClientMetric::Label> LabelsOf(const LabelSet& labels) {
   std::vector<ClientMetric::Label> out;
   out.reserve(labels.size());
@@ -176,21 +200,34 @@ void Merger::EmitCounter(const Metric& m, MetricFamily* family) const {
   }
 }
 
+// Outside all/liveall, prometheus_client merges a gauge's samples by their
+// labels without `pid`: an app label of that name is dropped, and the series
+// it told apart become one, combined by the mode.
 void Merger::EmitGauge(const Metric& m, MetricFamily* family) const {
   family->name = *m.name;
   family->type = MetricType::Gauge;
+  std::map<LabelSet, size_t> merged;  // labels without pid -> index in family->metric
+  std::vector<double> timestamps;     // by index in family->metric, for mostrecent
   for (int32_t id : m.key_ids) {
     const DbKey& key = keys_.key(id);
+    const size_t k = SeriesOf(id);
     if (key.sample != *m.name) continue;
     if (m.mode == GaugeMode::kPerPid) {
-      EmitPerPid(key, SeriesOf(id), family);
+      EmitPerPid(key, k, family);
       continue;
     }
-    if (m.mode == GaugeMode::kMostRecent && seen_[SeriesOf(id)] != kHasRecent) continue;
-    ClientMetric c;
-    c.label = LabelsOf(key.labels);
-    c.gauge.value = value_[SeriesOf(id)];
-    family->metric.push_back(std::move(c));
+    if (m.mode == GaugeMode::kMostRecent && seen_[k] != kHasRecent) continue;
+    auto [at, fresh] = merged.try_emplace(WithoutPid(key.labels), family->metric.size());
+    if (fresh) {
+      ClientMetric c;
+      c.label = LabelsOf(at->first);
+      c.gauge.value = value_[k];
+      family->metric.push_back(std::move(c));
+      timestamps.push_back(timestamp_[k]);
+    } else {
+      Combine(m.mode, value_[k], timestamp_[k], &family->metric[at->second].gauge.value,
+              &timestamps[at->second]);
+    }
   }
 }
 
@@ -198,11 +235,8 @@ void Merger::EmitPerPid(const DbKey& key, size_t series, MetricFamily* family) c
   const auto k = static_cast<int32_t>(series);
   for (auto it = pid_values_.lower_bound({k, std::string()});
        it != pid_values_.end() && it->first.first == k; ++it) {
-    LabelSet labels = key.labels;
     // the process' pid replaces a label of the same name, as in prometheus_client
-    labels.erase(std::remove_if(labels.begin(), labels.end(),
-                                [](const auto& l) { return l.first == "pid"; }),
-                 labels.end());
+    LabelSet labels = WithoutPid(key.labels);
     labels.emplace_back("pid", it->first.second);
     std::sort(labels.begin(), labels.end());
     ClientMetric c;

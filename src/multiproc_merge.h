@@ -11,8 +11,18 @@
 
 #include "dbfile.h"
 #include "dbkey.h"
+#include "render.h"
 
 namespace uwsgi_prometheus {
+
+// How the merged histograms' `le` must be spelled. MultiProcessCollector
+// (prometheus_client 0.16, multiprocess.py _accumulate_metrics) does not keep
+// the stored string: it reads it as float(le), adds up the buckets of equal
+// bounds, sorts them by value and writes floatToGoString(bound): a stored "1"
+// or "1.0" is served as le="1.0", "1e3" as le="1000.0", 1e6 as le="1e+06".
+// The merge keeps bounds as numbers (KeyTable::le); serve the families it
+// makes with this spelling.
+inline constexpr BoundSpelling kMergedBoundSpelling = BoundSpelling::kPythonClient;
 
 // Merges `files` (in directory order: float sums and the help text of each
 // metric depend on it, as in prometheus_client) and appends one family per

@@ -12,6 +12,11 @@ namespace {
 
 constexpr size_t kMaxSkipLogLines = 1000;
 
+void Serve(std::vector<prometheus::MetricFamily> families, BoundSpelling bounds,
+           std::vector<ServedFamily>* out) {
+  for (auto& family : families) out->push_back({std::move(family), bounds});
+}
+
 }  // namespace
 
 std::vector<std::vector<std::string>> AppLabels(const Snapshot& snapshot) {
@@ -28,7 +33,7 @@ std::vector<std::vector<std::string>> AppLabels(const Snapshot& snapshot) {
 FamilyProvider RequestStatsProvider(const RequestStats* stats, bool per_app, bool per_worker) {
   auto last_labels = std::make_shared<std::vector<std::vector<std::string>>>();
   return [stats, per_app, per_worker, last_labels](const Snapshot& snapshot, bool taken,
-                                                   std::vector<prometheus::MetricFamily>* out) {
+                                                   std::vector<ServedFamily>* out) {
     RequestStats::RenderOptions options;
     options.per_worker = per_worker;
     if (per_app) {
@@ -36,26 +41,28 @@ FamilyProvider RequestStatsProvider(const RequestStats* stats, bool per_app, boo
       options.app_labels = *last_labels;
       if (options.app_labels.empty()) options.app_labels.resize(1);  // still per app
     }
-    stats->AppendFamilies(options, out);
+    std::vector<prometheus::MetricFamily> families;
+    stats->AppendFamilies(options, &families);
+    Serve(std::move(families), BoundSpelling::kShortest, out);
   };
 }
 
 FamilyProvider MultiprocProvider(MultiprocCollector* collector, LogFunction log) {
   auto reported = std::make_shared<std::set<std::string>>();
   return [collector, log = std::move(log), reported](const Snapshot&, bool,
-                                                     std::vector<prometheus::MetricFamily>* out) {
+                                                     std::vector<ServedFamily>* out) {
     // The plugin's own families first: an app family of the same name is
     // then the one dropped (and logged) by the exporter.
-    std::vector<prometheus::MetricFamily> merged;
+    std::vector<prometheus::MetricFamily> merged, own;
     collector->Collect(&merged, [&](const SkippedFile& skip) {
       if (log && reported->size() < kMaxSkipLogLines &&
           reported->insert(skip.file + '\0' + skip.why).second) {
         log("multiproc: skipped " + skip.file + ": " + skip.why);
       }
     });
-    collector->AppendStatsFamilies(out);
-    out->insert(out->end(), std::make_move_iterator(merged.begin()),
-                std::make_move_iterator(merged.end()));
+    collector->AppendStatsFamilies(&own);
+    Serve(std::move(own), BoundSpelling::kShortest, out);
+    Serve(std::move(merged), kMergedBoundSpelling, out);
   };
 }
 

@@ -4,6 +4,7 @@
 
 #include <fmt/format.h>
 
+#include "go_float.h"
 #include "labels.h"
 
 namespace uwsgi_prometheus {
@@ -84,7 +85,8 @@ std::string_view TypeName(MetricType type) {
   }
 }
 
-std::string_view FormatBound(double bound, char* buf, size_t size) {
+std::string_view FormatBound(double bound, BoundSpelling spelling, char* buf, size_t size) {
+  if (spelling == BoundSpelling::kPythonClient) return FormatGoFloat(bound, buf, size);
   if (std::isinf(bound)) return bound < 0 ? "-Inf" : "+Inf";
   auto end = fmt::format_to_n(buf, size, "{}", bound).out;
   return std::string_view(buf, static_cast<size_t>(end - buf));
@@ -108,7 +110,7 @@ void AppendTypeLine(TextBuffer* out, std::string_view name, MetricType type) {
   out->push_back('\n');
 }
 
-void RenderFamily(const MetricFamily& family, TextBuffer* out) {
+void RenderFamily(const MetricFamily& family, BoundSpelling bounds, TextBuffer* out) {
   char buf[64];
   if (family.metric.empty()) return;
   if (!family.help.empty()) AppendHelpLine(out, family.name, family.help);
@@ -124,7 +126,7 @@ void RenderFamily(const MetricFamily& family, TextBuffer* out) {
       case MetricType::Summary:
         for (const auto& q : m.summary.quantile) {
           AppendSample(out, family.name, "", m, "quantile",
-                       FormatBound(q.quantile, buf, sizeof buf), q.value);
+                       FormatBound(q.quantile, bounds, buf, sizeof buf), q.value);
         }
         AppendSample(out, family.name, "_sum", m, "", "", m.summary.sample_sum);
         AppendSample(out, family.name, "_count", m, "", "",
@@ -135,7 +137,7 @@ void RenderFamily(const MetricFamily& family, TextBuffer* out) {
         for (const auto& b : m.histogram.bucket) {
           has_inf = has_inf || std::isinf(b.upper_bound);
           AppendSample(out, family.name, "_bucket", m, "le",
-                       FormatBound(b.upper_bound, buf, sizeof buf),
+                       FormatBound(b.upper_bound, bounds, buf, sizeof buf),
                        static_cast<double>(b.cumulative_count));
         }
         if (!has_inf) {
@@ -153,13 +155,14 @@ void RenderFamily(const MetricFamily& family, TextBuffer* out) {
   }
 }
 
-void RenderText(const std::vector<MetricFamily>& families, TextBuffer* out) {
-  for (const auto& family : families) RenderFamily(family, out);
+void RenderText(const std::vector<MetricFamily>& families, TextBuffer* out,
+                BoundSpelling bounds) {
+  for (const auto& family : families) RenderFamily(family, bounds, out);
 }
 
-std::string RenderText(const std::vector<MetricFamily>& families) {
+std::string RenderText(const std::vector<MetricFamily>& families, BoundSpelling bounds) {
   TextBuffer buf;
-  RenderText(families, &buf);
+  RenderText(families, &buf, bounds);
   return std::string(buf.data(), buf.size());
 }
 

@@ -1,7 +1,8 @@
 // Metric families -> Prometheus text exposition format 0.0.4.
 // Byte-for-byte the same text as prometheus-cpp's TextSerializer except for
-// number formatting (shortest round-trip form here), written with fmt into
-// one buffer instead of an ostream per scrape.
+// number formatting (shortest round-trip form here, or prometheus_client's
+// spelling of bounds for the families merged from its files), written with
+// fmt into one buffer instead of an ostream per scrape.
 #pragma once
 
 #include <string>
@@ -16,14 +17,31 @@ namespace uwsgi_prometheus {
 
 inline constexpr const char* kTextContentType = "text/plain; version=0.0.4; charset=utf-8";
 
+// How the numbers in a family's `le` and `quantile` labels are spelled.
+// Prometheus compares label values as strings (le="1" and le="1.0" are two
+// series), so each family keeps the spelling its producer has always served.
+enum class BoundSpelling {
+  kShortest,      // fmt's shortest round trip: "1", "0.005", "1000000", "1e+20"
+  kPythonClient,  // prometheus_client's floatToGoString (go_float.h): "1.0", "1e+06"
+};
+
+// A family to serve, and how its bounds are spelled.
+struct ServedFamily {
+  prometheus::MetricFamily family;
+  BoundSpelling bounds = BoundSpelling::kShortest;
+};
+
 // Appends the exposition text of `families` to `out`. Does not throw except
 // std::bad_alloc.
-void RenderText(const std::vector<prometheus::MetricFamily>& families, TextBuffer* out);
+void RenderText(const std::vector<prometheus::MetricFamily>& families, TextBuffer* out,
+                BoundSpelling bounds = BoundSpelling::kShortest);
 
-std::string RenderText(const std::vector<prometheus::MetricFamily>& families);
+std::string RenderText(const std::vector<prometheus::MetricFamily>& families,
+                       BoundSpelling bounds = BoundSpelling::kShortest);
 
 // Pieces of the format, shared with the direct snapshot renderer in model.cc.
-void RenderFamily(const prometheus::MetricFamily& family, TextBuffer* out);
+void RenderFamily(const prometheus::MetricFamily& family, BoundSpelling bounds,
+                  TextBuffer* out);
 void AppendValue(TextBuffer* out, double value);
 void AppendHelpLine(TextBuffer* out, std::string_view name, std::string_view help);
 void AppendTypeLine(TextBuffer* out, std::string_view name, prometheus::MetricType type);

@@ -66,10 +66,7 @@ def main():
     files = sorted(os.listdir(template))
     rows = []
     u = Uwsgi(workers=2)
-    mp = os.path.join(u.dir, 'mp')
-    os.makedirs(mp)
-    with open(u.ini, 'a') as f:
-        f.write('prometheus-multiproc-dir = %s\n' % mp)
+    mp = u.add_multiproc_dir()
     try:
         u.start()
         for n in (int(x) for x in args.processes.split(',')):

@@ -34,6 +34,6 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   second.pid = "2";
   std::vector<prometheus::MetricFamily> families;
   MergeDbFiles(keys, {file, second}, &families);
-  RenderText(families);
+  RenderText(families, kMergedBoundSpelling);
   return 0;
 }

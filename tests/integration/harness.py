@@ -279,6 +279,15 @@ class Uwsgi:
         self.proc = None
         self.with_plugin = with_plugin
 
+    def add_multiproc_dir(self):
+        """Sets prometheus-multiproc-dir to a new directory (before start);
+        returns its path."""
+        mp = os.path.join(self.dir, 'mp')
+        os.makedirs(mp)
+        with open(self.ini, 'a') as f:
+            f.write('prometheus-multiproc-dir = %s\n' % mp)
+        return mp
+
     def start(self, wait=True):
         self.log = open(self.log_path, 'wb')
         self.proc = subprocess.Popen([UWSGI, '--ini', self.ini], stdout=self.log,

@@ -19,6 +19,9 @@ from harness import HERE, Uwsgi, parse_exposition, wait_for
 SYSTEM_PYTHON = '/usr/bin/python3' if os.path.exists('/usr/bin/python3') else 'python3'
 DUMP = os.environ.get('MULTIPROC_DUMP', os.path.join(HERE, '..', '..', 'build', 'tests', 'multiproc_dump'))
 
+# Every family prometheus_client 0.16 writes in multi-process mode (Info and
+# Enum write nothing): counters, gauges in all eight modes, histograms with
+# default and odd buckets, summaries; label values with escapes and unicode.
 WRITER = r'''
 import os, sys
 os.environ['PROMETHEUS_MULTIPROC_DIR'] = sys.argv[1]
@@ -27,20 +30,38 @@ i = int(sys.argv[2])
 c = Counter('jobs', 'Jobs done.', ['kind'])
 c.labels('a').inc(i + 1)
 c.labels('b"q\\\\').inc(0.5)
+c.labels('two\nlines').inc(i)
 Counter('plain', 'No labels.').inc(i)
 Counter('unicode_total', 'H\u00e9lp with \\ backslash\nnewline.', ['v']).labels('caf\u00e9 \u2603').inc(2)
-for mode in ('all', 'liveall', 'livesum', 'sum', 'max', 'min'):
+for mode in ('all', 'liveall', 'livesum', 'sum', 'max', 'min', 'livemax', 'livemin'):
     g = Gauge('g_' + mode, 'Gauge ' + mode, ['x'], multiprocess_mode=mode)
     g.labels('1').set(i * 10 + 1)
     g.labels('2').set(-i)
+    g.labels('\u00fc"\\').set(i * 0.25)
+    # an app label named pid: the library drops it outside all/liveall
+    p = Gauge('gp_' + mode, 'Gauge ' + mode + ' by pid', ['pid', 'x'], multiprocess_mode=mode)
+    p.labels(str(i % 2), '1').set(i + 1)
+    p.labels('7', '2').set(-i)
 h = Histogram('latency_seconds', 'Latency.', ['route'], buckets=(0.01, 0.1, 1, 10))
 for v in (0.005, 0.05, 0.5, 5, 50)[: i + 2]:
     h.labels('/x').observe(v)
 h.labels('/y').observe(i * 0.3)
+h.labels('/\u00e9"\\').observe(i)
+d = Histogram('default_seconds', 'Default buckets.')
+for v in (0.003, 0.2, 0.9, 3, 12)[: i + 2]:
+    d.observe(v)
+o = Histogram('odd', 'Odd buckets.', ['k'],
+              buckets=(-2.5, 0, 1e-05, 0.0001, 0.1, 2.5, 100000.0, 1e6, 1234567.0, 1e+20))
+for v in (-3, -1, 0, 3e-06, 0.05, 2, 99999, 5e5, 1.1e6, 1e19, 1e21)[i:]:
+    o.labels('v').observe(v)
 s = Summary('sizes', 'Sizes.')
 s.observe(i * 100 + 1)
+Summary('sizes_by', 'Sizes by route.', ['route']).labels('/\u00e9"').observe(i + 0.5)
 '''
 
+# Both expositions through prometheus_client's own parser: label values stay
+# the strings the text carries (never read as numbers: le="1" and le="1.0"
+# are two series), sample names as written, values as floats.
 READER = r'''
 import os, sys, json
 os.environ['PROMETHEUS_MULTIPROC_DIR'] = sys.argv[1]
@@ -50,8 +71,8 @@ def parse(text):
     out = []
     for fam in text_string_to_metric_families(text):
         for s in fam.samples:
-            labels = {k: (repr(float(v)) if k in ('le', 'quantile') else v) for k, v in s.labels.items()}
-            out.append([fam.name, fam.type, fam.documentation, s.name, sorted(labels.items()), s.value])
+            out.append([fam.name, fam.type, fam.documentation, s.name, sorted(s.labels.items()),
+                        s.value])
     return sorted(out)
 if sys.argv[2] == 'library':
     reg = CollectorRegistry()
@@ -75,6 +96,37 @@ def run_py(code, *args, stdin=None):
     if res.returncode != 0:
         raise AssertionError(res.stderr)
     return res.stdout
+
+
+def parse_with_library(text):
+    return json.loads(run_py(READER, '/', 'stdin', stdin=text))
+
+
+def assert_same_series(test, ours, expected):
+    """Sample lists of READER: the same families, series and values."""
+    def by_series(samples):
+        return {(s[3], tuple(map(tuple, s[4]))): (s[0], s[1], s[2], s[5]) for s in samples}
+    ours_map, expected_map = by_series(ours), by_series(expected)
+    test.assertEqual(len(ours_map), len(ours), 'a series served twice')
+    missing = sorted(set(expected_map) - set(ours_map))
+    extra = sorted(set(ours_map) - set(expected_map))
+    test.assertEqual((missing[:20], extra[:20]), ([], []),
+                     '%d series missing, %d extra' % (len(missing), len(extra)))
+    for k in expected_map:
+        test.assertEqual(ours_map[k], expected_map[k], k)
+
+
+def write_entries(path, entries, used=None, tail=b'\0' * 64):
+    """A .db file in the 0.16 layout: (JSON key, value) pairs; `used` as given
+    or true."""
+    out = bytearray(8)
+    for key, value in entries:
+        k = key.encode() if isinstance(key, str) else key
+        pad = 8 - (len(k) + 4) % 8
+        out += struct.pack('<i', len(k)) + k + b' ' * pad + struct.pack('<d', value)
+    struct.pack_into('<i', out, 0, used if used is not None else len(out))
+    with open(path, 'wb') as f:
+        f.write(bytes(out) + tail)
 
 
 def dump(directory):
@@ -130,15 +182,45 @@ class MergeLikePrometheusClient(unittest.TestCase):
     def compare(self, directory):
         expected = json.loads(run_py(READER, directory, 'library'))
         text, skipped = dump(directory)
-        ours = json.loads(run_py(READER, directory, 'stdin', stdin=text))
         self.assertEqual(skipped, '')
-        self.assertGreater(len(expected), 30)
-        self.assertEqual(ours, expected)
-        return text
+        assert_same_series(self, parse_with_library(text), expected)
+        return text, expected
 
     def test_same_samples_as_multiprocess_collector(self):
-        text = self.compare(self.dir)
+        text, expected = self.compare(self.dir)
+        self.assertGreater(len(expected), 90)
         self.assertNotIn('pid="%d"' % self.pids[1], text.split('g_liveall')[1].split('# HELP')[0])
+        # the spellings this is about, as the library writes them
+        for series in ('latency_seconds_bucket{le="1.0",route="/x"}',
+                       'latency_seconds_bucket{le="+Inf",route="/x"}',
+                       'default_seconds_bucket{le="0.005"}', 'default_seconds_bucket{le="10.0"}',
+                       'odd_bucket{k="v",le="1e-05"}', 'odd_bucket{k="v",le="100000.0"}',
+                       'odd_bucket{k="v",le="1e+06"}', 'odd_bucket{k="v",le="1.234567e+06"}',
+                       'odd_bucket{k="v",le="1e+20"}', 'odd_bucket{k="v",le="-2.5"}',
+                       'odd_bucket{k="v",le="0.0"}'):
+            name, labels = series.split('{')
+            labels = sorted(tuple(l.split('=')) for l in labels[:-1].replace('"', '').split(','))
+            self.assertIn([name, [list(l) for l in labels]], [e[3:5] for e in expected], series)
+
+    def test_bounds_respelled_as_the_library_does(self):
+        # Buckets written by another client (or by hand) with other spellings
+        # of the same bound: MultiProcessCollector reads le as a float, adds
+        # up equal bounds and spells them with floatToGoString.
+        new_dir = tempfile.mkdtemp(prefix='multiproc-spelling-')
+        try:
+            def key(le):
+                return '["h", "h_bucket", {"le": "%s", "r": "a"}, "H."]' % le
+            write_entries(os.path.join(new_dir, 'histogram_1.db'),
+                          [(key('1'), 1.0), (key('0.50'), 2.0), (key('1e3'), 4.0),
+                           (key('+Inf'), 8.0), ('["h", "h_sum", {"r": "a"}, "H."]', 9.5)])
+            write_entries(os.path.join(new_dir, 'histogram_2.db'),
+                          [(key('1.0'), 16.0), (key('.5'), 32.0), (key('1000.0'), 64.0),
+                           (key('2e6'), 128.0), ('["h", "h_sum", {"r": "a"}, "H."]', 0.5)])
+            _, expected = self.compare(new_dir)
+            les = [dict(e[4]).get('le') for e in expected if e[3] == 'h_bucket']
+            self.assertEqual(sorted(les), sorted(['0.5', '1.0', '1000.0', '2e+06', '+Inf']))
+        finally:
+            shutil.rmtree(new_dir, ignore_errors=True)
 
     def test_newer_layout_with_timestamps(self):
         new_dir = tempfile.mkdtemp(prefix='multiproc-new-')
@@ -150,7 +232,7 @@ class MergeLikePrometheusClient(unittest.TestCase):
             expected = json.loads(run_py(READER, self.dir, 'library'))
             text, skipped = dump(new_dir)
             self.assertEqual(skipped, '')
-            self.assertEqual(json.loads(run_py(READER, new_dir, 'stdin', stdin=text)), expected)
+            assert_same_series(self, parse_with_library(text), expected)
             # mostrecent: the value with the newest timestamp wins, across processes
             src = os.path.join(self.dir, 'gauge_max_%d.db' % self.pids[0])
             stamps = (1795000009.0, 1795000050.0, 1795000008.0)  # the second file is newest
@@ -173,15 +255,8 @@ class HostileDirectory(unittest.TestCase):
         shutil.rmtree(self.dir, ignore_errors=True)
 
     def entry_file(self, name, entries, used=None, tail=b'\0' * 64):
-        out = bytearray(8)
-        for key, value in entries:
-            k = key.encode() if isinstance(key, str) else key
-            pad = 8 - (len(k) + 4) % 8
-            out += struct.pack('<i', len(k)) + k + b' ' * pad + struct.pack('<d', value)
-        struct.pack_into('<i', out, 0, used if used is not None else len(out))
         path = os.path.join(self.dir, name)
-        with open(path, 'wb') as f:
-            f.write(bytes(out) + tail)
+        write_entries(path, entries, used, tail)
         return path
 
     def served(self):
@@ -250,13 +325,10 @@ class ThroughThePlugin(unittest.TestCase):
         if not library_available():
             self.skipTest('python3-prometheus-client is not installed')
         u = Uwsgi(workers=2)
-        mp = os.path.join(u.dir, 'mp')
-        os.makedirs(mp)
+        mp = u.add_multiproc_dir()
         stale = os.path.join(mp, 'counter_1.db')
         with open(stale, 'wb') as f:
             f.write(b'stale')
-        with open(u.ini, 'a') as f:
-            f.write('prometheus-multiproc-dir = %s\n' % mp)
         try:
             u.start()
             self.assertFalse(os.path.exists(stale))  # emptied when the master started
@@ -302,6 +374,25 @@ class ThroughThePlugin(unittest.TestCase):
             samples = parse_exposition(u.scrape())[0]
             self.assertNotIn(str(victim), {dict(ls)['pid'] for (n, ls) in samples if n == 'app_live'})
             self.assertEqual(sum(v for (n, _), v in samples.items() if n == 'app_hits_total'), 13)
+        finally:
+            u.cleanup()
+
+    def test_scrape_carries_the_library_series(self):
+        # The app's part of a real scrape (the exporter's path, not just the
+        # merge) against MultiProcessCollector on the same quiet directory.
+        if not library_available():
+            self.skipTest('python3-prometheus-client is not installed')
+        u = Uwsgi(workers=1)
+        mp = u.add_multiproc_dir()
+        try:
+            u.start()
+            own = {s[0] for s in parse_with_library(u.scrape())}  # the plugin's families
+            for i in range(3):
+                subprocess.run([SYSTEM_PYTHON, '-c', WRITER, mp, str(i)], check=True, timeout=60)
+            expected = json.loads(run_py(READER, mp, 'library'))
+            ours = [s for s in parse_with_library(u.scrape()) if s[0] not in own]
+            self.assertGreater(len(expected), 90)
+            assert_same_series(self, ours, expected)
         finally:
             u.cleanup()
 

@@ -18,6 +18,7 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "skipped %s: %s\n", skip.file.c_str(), skip.why.c_str());
   });
   uwsgi_prometheus::Normalize(&families);
-  std::fputs(uwsgi_prometheus::RenderText(families).c_str(), stdout);
+  std::fputs(uwsgi_prometheus::RenderText(families, uwsgi_prometheus::kMergedBoundSpelling).c_str(),
+             stdout);
   return 0;
 }

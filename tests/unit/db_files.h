@@ -2,10 +2,14 @@
 #pragma once
 
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
+#include <fstream>
 #include <string>
 #include <utility>
 #include <vector>
+
+#include <catch2/catch.hpp>
 
 namespace uwsgi_prometheus {
 
@@ -36,5 +40,25 @@ inline std::string DbBytes(const std::vector<DbTestEntry>& entries, bool timesta
   out.append(tail, '\0');
   return out;
 }
+
+// A scratch directory, removed with its files.
+class TempDir {
+ public:
+  TempDir() {
+    char tmpl[] = "/tmp/multiproc-test-XXXXXX";
+    REQUIRE(mkdtemp(tmpl));
+    path_ = tmpl;
+  }
+  ~TempDir() { std::system(("rm -rf '" + path_ + "'").c_str()); }
+  const std::string& path() const { return path_; }
+  std::string Write(const std::string& name, const std::string& bytes) const {
+    const std::string file = path_ + "/" + name;
+    std::ofstream(file, std::ios::binary) << bytes;
+    return file;
+  }
+
+ private:
+  std::string path_;
+};
 
 }  // namespace uwsgi_prometheus

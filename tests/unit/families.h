@@ -8,6 +8,7 @@
 #include <catch2/catch.hpp>
 #include <prometheus/metric_family.h>
 
+#include "render.h"
 #include "request_stats.h"
 
 namespace uwsgi_prometheus {
@@ -16,6 +17,14 @@ inline const prometheus::MetricFamily* Find(const std::vector<prometheus::Metric
                                             const std::string& name) {
   for (const auto& f : fs) {
     if (f.name == name) return &f;
+  }
+  return nullptr;
+}
+
+inline const prometheus::MetricFamily* Find(const std::vector<ServedFamily>& fs,
+                                            const std::string& name) {
+  for (const auto& f : fs) {
+    if (f.family.name == name) return &f.family;
   }
   return nullptr;
 }

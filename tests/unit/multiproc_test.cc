@@ -33,11 +33,11 @@ class Records {
     files_.push_back(std::move(f));
     return *this;
   }
-  // The merged exposition, families in merge order.
+  // The merged exposition as served, families in merge order.
   std::string Text() const {
     std::vector<MetricFamily> families;
     MergeDbFiles(keys_, files_, &families);
-    return RenderText(families);
+    return RenderText(families, kMergedBoundSpelling);
   }
 
  private:
@@ -49,26 +49,6 @@ std::string Key(const std::string& metric, const std::string& sample, const std:
                 const std::string& help = "H.") {
   return "[\"" + metric + "\", \"" + sample + "\", {" + labels + "}, \"" + help + "\"]";
 }
-
-// A scratch directory, removed with its files.
-class TempDir {
- public:
-  TempDir() {
-    char tmpl[] = "/tmp/multiproc-test-XXXXXX";
-    REQUIRE(mkdtemp(tmpl));
-    path_ = tmpl;
-  }
-  ~TempDir() { std::system(("rm -rf '" + path_ + "'").c_str()); }
-  const std::string& path() const { return path_; }
-  std::string Write(const std::string& name, const std::string& bytes) const {
-    const std::string file = path_ + "/" + name;
-    std::ofstream(file, std::ios::binary) << bytes;
-    return file;
-  }
-
- private:
-  std::string path_;
-};
 
 }  // namespace
 
@@ -108,6 +88,23 @@ TEST_CASE("the process' pid replaces an app's pid label", "[multiproc]") {
   CHECK(r.Text() == "# HELP g H.\n# TYPE g gauge\ng{pid=\"30\"} 5\n");
 }
 
+TEST_CASE("outside all/liveall, an app's pid label is dropped and its series merged",
+          "[multiproc]") {
+  auto merged = [](const std::string& mode) {
+    Records r;
+    r.File("gauge_" + mode + "_10.db", {{Key("g", "g", R"("pid": "a", "x": "1")"), 4, 1795000001},
+                                        {Key("g", "g", R"("pid": "b", "x": "1")"), -2, 1795000003}});
+    r.File("gauge_" + mode + "_20.db", {{Key("g", "g", R"("pid": "a", "x": "1")"), 3, 1795000002},
+                                        {Key("g", "g", R"("x": "2")"), 5, 1795000002}});
+    const std::string text = r.Text();
+    return text.substr(text.find("# TYPE g gauge\n") + 15);
+  };
+  CHECK(merged("min") == "g{x=\"1\"} -2\ng{x=\"2\"} 5\n");
+  CHECK(merged("livemax") == "g{x=\"1\"} 4\ng{x=\"2\"} 5\n");
+  CHECK(merged("sum") == "g{x=\"1\"} 5\ng{x=\"2\"} 5\n");
+  CHECK(merged("mostrecent") == "g{x=\"1\"} -2\ng{x=\"2\"} 5\n");  // the newest timestamp
+}
+
 TEST_CASE("histogram buckets are summed, then accumulated", "[multiproc]") {
   Records r;
   for (const char* file : {"histogram_1.db", "histogram_2.db"}) {
@@ -118,6 +115,27 @@ TEST_CASE("histogram buckets are summed, then accumulated", "[multiproc]") {
   CHECK(r.Text() == "# HELP h H.\n# TYPE h histogram\n"
                     "h_bucket{r=\"x\",le=\"0.5\"} 2\nh_bucket{r=\"x\",le=\"+Inf\"} 6\n"
                     "h_sum{r=\"x\"} 2.5\nh_count{r=\"x\"} 6\n");
+}
+
+TEST_CASE("histogram bounds are served as prometheus_client spells them", "[multiproc]") {
+  // MultiProcessCollector reads each stored le as a float, adds up equal
+  // bounds, sorts them and writes floatToGoString: "1" and "1.0" are one
+  // bucket, served as le="1.0".
+  Records r;
+  r.File("histogram_1.db", {{Key("h", "h_bucket", R"("le": "1")"), 1},
+                            {Key("h", "h_bucket", R"("le": "1e3")"), 2},
+                            {Key("h", "h_bucket", R"("le": "0.005")"), 4},
+                            {Key("h", "h_bucket", R"("le": "+Inf")"), 8},
+                            {Key("h", "h_sum", ""), 3}});
+  r.File("histogram_2.db", {{Key("h", "h_bucket", R"("le": "1.0")"), 16},
+                            {Key("h", "h_bucket", R"("le": "1000000.0")"), 32},
+                            {Key("h", "h_bucket", R"("le": "-2.5")"), 64},
+                            {Key("h", "h_bucket", R"("le": "1e-05")"), 128}});
+  CHECK(r.Text() == "# HELP h H.\n# TYPE h histogram\n"
+                    "h_bucket{le=\"-2.5\"} 64\nh_bucket{le=\"1e-05\"} 192\n"
+                    "h_bucket{le=\"0.005\"} 196\nh_bucket{le=\"1.0\"} 213\n"
+                    "h_bucket{le=\"1000.0\"} 215\nh_bucket{le=\"1e+06\"} 247\n"
+                    "h_bucket{le=\"+Inf\"} 255\nh_sum 3\nh_count 255\n");
 }
 
 TEST_CASE("summaries keep _count and _sum", "[multiproc]") {
@@ -158,7 +176,8 @@ TEST_CASE("the reader skips what it cannot use and says why", "[multiproc]") {
                                                      {"histogram_6.db", SkipReason::kTooLarge}});
   std::vector<MetricFamily> families;
   MergeDbFiles(keys, files, &families);
-  CHECK(RenderText(families) == "# HELP c_total H.\n# TYPE c_total counter\nc_total 4\n");
+  CHECK(RenderText(families, kMergedBoundSpelling) ==
+        "# HELP c_total H.\n# TYPE c_total counter\nc_total 4\n");
 }
 
 TEST_CASE("a missing directory is reported once", "[multiproc]") {

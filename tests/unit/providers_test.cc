@@ -3,6 +3,7 @@
 
 #include <catch2/catch.hpp>
 
+#include "db_files.h"
 #include "families.h"
 #include "fake_source.h"
 #include "providers.h"
@@ -27,20 +28,21 @@ TEST_CASE("request metrics keep the last known app labels", "[providers]") {
   FamilyProvider provider = RequestStatsProvider(&stats, true, false);
   Snapshot s = MakeSnapshot(1);
   s.workers[0].apps[0].mountpoint = "/app";
-  std::vector<MetricFamily> out;
+  std::vector<ServedFamily> out;
   provider(s, true, &out);
   provider(Snapshot{}, false, &out);  // a snapshot that could not be taken
   REQUIRE(out.size() == 6);
   for (size_t i : {0, 3}) {
-    REQUIRE(out[i].name == "uwsgi_request_duration_seconds");
-    CHECK(Label(out[i].metric.at(0), "mountpoint") == "/app");
+    REQUIRE(out[i].family.name == "uwsgi_request_duration_seconds");
+    CHECK(out[i].bounds == BoundSpelling::kShortest);  // le="1", as it always was
+    CHECK(Label(out[i].family.metric.at(0), "mountpoint") == "/app");
   }
 }
 
 TEST_CASE("request metrics are not labelled unless asked", "[providers]") {
   RequestStats stats = MakeRequestStats(2, 1);
   stats.Observe({2, 0, 1000, 10, 200, "GET"});
-  std::vector<MetricFamily> out;
+  std::vector<ServedFamily> out;
   RequestStatsProvider(&stats, false, true)(MakeSnapshot(2), true, &out);
   const auto* requests = Find(out, "uwsgi_requests_total");
   REQUIRE(requests);
@@ -54,7 +56,7 @@ TEST_CASE("multi-process provider: merged families, its own, skipped files logge
   std::vector<std::string> log;
   FamilyProvider provider =
       MultiprocProvider(&collector, [&](const std::string& line) { log.push_back(line); });
-  std::vector<MetricFamily> out;
+  std::vector<ServedFamily> out;
   provider(Snapshot{}, true, &out);
   provider(Snapshot{}, true, &out);
   REQUIRE(log.size() == 1);
@@ -68,4 +70,42 @@ TEST_CASE("multi-process provider: merged families, its own, skipped files logge
   REQUIRE(Find(out, "uwsgi_prometheus_multiproc_files"));
   CHECK(Find(out, "uwsgi_prometheus_multiproc_files")->metric[0].gauge.value == 0);
   REQUIRE(Find(out, "uwsgi_prometheus_multiproc_merge_duration_seconds"));
+}
+
+TEST_CASE("a scrape spells the app's bounds as prometheus_client, the plugin's as before",
+          "[providers]") {
+  TempDir dir;
+  const std::string key = R"(["app_seconds", "app_seconds_bucket", {"le": "LE"}, "A."])";
+  auto bucket = [&](const char* le) {
+    return key.substr(0, key.find("LE")) + le + key.substr(key.find("LE") + 2);
+  };
+  dir.Write("histogram_1.db", DbBytes({{bucket("1.0"), 1}, {bucket("10.0"), 1},
+                                       {bucket("+Inf"), 0},
+                                       {R"(["app_seconds", "app_seconds_sum", {}, "A."])", 2}},
+                                      false, 64));
+  MultiprocCollector collector(dir.path());
+  RequestStats stats = MakeRequestStats(1);
+  stats.Observe({1, 0, 2000, 10, 200, "GET"});
+  FakeSource source(MakeSnapshot(1));
+  Exporter exporter(&source, ExporterOptions(), nullptr);
+  exporter.AddProvider(RequestStatsProvider(&stats, false, false));
+  exporter.AddProvider(MultiprocProvider(&collector, nullptr));
+
+  std::vector<ServedFamily> served;
+  MultiprocProvider(&collector, nullptr)(Snapshot{}, true, &served);
+  REQUIRE(Find(served, "app_seconds"));
+  for (const auto& f : served) {
+    INFO(f.family.name);
+    CHECK(f.bounds == (f.family.name == "app_seconds" ? kMergedBoundSpelling
+                                                      : BoundSpelling::kShortest));
+  }
+
+  std::string body;
+  exporter.Scrape(&body);
+  using Catch::Contains;
+  CHECK_THAT(body, Contains("app_seconds_bucket{le=\"1.0\"} 1\n"
+                            "app_seconds_bucket{le=\"10.0\"} 2\n"
+                            "app_seconds_bucket{le=\"+Inf\"} 2\n"));
+  CHECK_THAT(body, Contains("uwsgi_request_duration_seconds_bucket{le=\"1\"} 1\n"));
+  CHECK_THAT(body, Contains("uwsgi_request_duration_seconds_bucket{le=\"0.005\"} 1\n"));
 }

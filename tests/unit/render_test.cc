@@ -140,6 +140,38 @@ TEST_CASE("histogram gets +Inf bucket, _sum and _count", "[render]") {
         "h_bucket{le=\"+Inf\"} 4\nh_sum 2.5\nh_count 4\n");
 }
 
+TEST_CASE("bounds are spelled as the family's producer spells them", "[render]") {
+  MetricFamily h{"h", "", MetricType::Histogram, {}};
+  ClientMetric m;
+  m.histogram.sample_count = 9;
+  m.histogram.bucket = {{1, -2.5}, {2, 0}, {3, 1e-5}, {4, 0.005}, {5, 1},
+                        {6, 100000}, {7, 1e6}, {8, 1e20}, {9, INFINITY}};
+  h.metric.push_back(m);
+  MetricFamily s{"s", "", MetricType::Summary, {}};
+  ClientMetric q;
+  q.summary.quantile = {{0.5, 1}, {1, 2}};
+  s.metric.push_back(q);
+  auto les = [](const std::string& text) {
+    std::string out;
+    for (size_t p = 0; (p = text.find("le=\"", p)) != std::string::npos; p += 4) {
+      out += text.substr(p + 4, text.find('"', p + 4) - p - 4) + " ";
+    }
+    return out;
+  };
+  SECTION("shortest round trip: the plugin's own families") {
+    CHECK(les(RenderText({h})) == "-2.5 0 1e-05 0.005 1 100000 1000000 1e+20 +Inf ");
+    CHECK(RenderText({s}) == "# TYPE s summary\ns{quantile=\"0.5\"} 1\ns{quantile=\"1\"} 2\n"
+                             "s_sum 0\ns_count 0\n");
+  }
+  SECTION("as prometheus_client writes them: families merged from its files") {
+    CHECK(les(RenderText({h}, BoundSpelling::kPythonClient)) ==
+          "-2.5 0.0 1e-05 0.005 1.0 100000.0 1e+06 1e+20 +Inf ");
+    CHECK(RenderText({s}, BoundSpelling::kPythonClient) ==
+          "# TYPE s summary\ns{quantile=\"0.5\"} 1\ns{quantile=\"1.0\"} 2\n"
+          "s_sum 0\ns_count 0\n");
+  }
+}
+
 TEST_CASE("a scrape of a fixed snapshot matches the golden file", "[render]") {
   std::vector<MetricFamily> fs = Families(2);
   std::string text = RenderText(fs);
@@ -212,14 +244,17 @@ TEST_CASE("exporter routes metrics, health, landing page and 404", "[render]") {
 
 TEST_CASE("the direct scrape renderer writes exactly the reference text", "[render]") {
   auto check = [](const Snapshot& s, const ModelOptions& o, const SelfStats& self,
-                  std::vector<MetricFamily> extra) {
-    std::vector<MetricFamily> reference;
-    BuildFamilies(s, o, self, &reference);
-    reference.insert(reference.end(), extra.begin(), extra.end());
+                  std::vector<ServedFamily> extra) {
+    std::vector<MetricFamily> built;
+    BuildFamilies(s, o, self, &built);
+    std::vector<ServedFamily> reference(extra);
+    for (auto& f : built) reference.push_back({std::move(f)});
     Normalize(&reference);
-    TextBuffer direct;
+    TextBuffer direct, expected;
     RenderScrape(s, o, self, extra, &direct);
-    CHECK(std::string(direct.data(), direct.size()) == RenderText(reference));
+    for (const auto& f : reference) RenderFamily(f.family, f.bounds, &expected);
+    CHECK(std::string(direct.data(), direct.size()) == std::string(expected.data(), expected.size()));
+    return std::string(direct.data(), direct.size());
   };
   ModelOptions o;
   o.stats_uri = "tcp://127.0.0.1:1717";
@@ -262,15 +297,21 @@ TEST_CASE("the direct scrape renderer writes exactly the reference text", "[rend
     self.up = false;
     check(MakeSnapshot(3), o, self, {});
   }
-  SECTION("extra families interleave by name") {
-    std::vector<MetricFamily> extra(3);
-    extra[0] = {"aaa_first", "A.", MetricType::Counter, {}};
-    extra[1] = {"uwsgi_request_duration_seconds", "D.", MetricType::Histogram, {}};
-    extra[2] = {"zzz_last", "Z.", MetricType::Gauge, {}};
-    for (auto& f : extra) f.metric.resize(1);
-    extra[1].metric[0].histogram.sample_count = 1;
-    extra[1].metric[0].histogram.bucket = {{1, 0.1}};
-    check(MakeSnapshot(2), o, self, extra);
+  SECTION("extra families interleave by name, each with its bound spelling") {
+    std::vector<ServedFamily> extra(4);  // sorted by name, as the exporter hands them over
+    extra[0].family = {"aaa_first", "A.", MetricType::Counter, {}};
+    extra[1] = {{"app_seconds", "P.", MetricType::Histogram, {}}, BoundSpelling::kPythonClient};
+    extra[2].family = {"uwsgi_request_duration_seconds", "D.", MetricType::Histogram, {}};
+    extra[3].family = {"zzz_last", "Z.", MetricType::Gauge, {}};
+    for (auto& f : extra) f.family.metric.resize(1);
+    for (size_t i : {1, 2}) {
+      extra[i].family.metric[0].histogram.sample_count = 1;
+      extra[i].family.metric[0].histogram.bucket = {{1, 0.1}, {1, 1}};
+    }
+    const std::string text = check(MakeSnapshot(2), o, self, extra);
+    using Catch::Contains;
+    CHECK_THAT(text, Contains("app_seconds_bucket{le=\"1.0\"} 1\n"));
+    CHECK_THAT(text, Contains("uwsgi_request_duration_seconds_bucket{le=\"1\"} 1\n"));
   }
 }
 
