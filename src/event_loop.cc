@@ -13,6 +13,9 @@
 namespace uwsgi_prometheus {
 namespace {
 
+constexpr size_t kAcceptBatch = 16;    // connections accepted per readiness of the listener
+constexpr int kSendBufferBytes = 128 * 1024;  // the kernel doubles it for bookkeeping
+
 constexpr int64_t kMs = 1000000;               // ns per ms
 constexpr int64_t kAcceptPauseNs = 100 * kMs;  // after EMFILE with nothing to evict
 constexpr int kMaxEvents = 64;
@@ -111,7 +114,7 @@ int64_t EventLoop::ExpireAndNextDeadline() {
 void EventLoop::Accept() {
   // Bounded so that a connect flood cannot starve the open connections;
   // the listening socket is level-triggered and reports the rest next time.
-  for (size_t round = 0; round <= setup_.max_connections; ++round) {
+  for (size_t round = 0; round < kAcceptBatch; ++round) {
     if (round > 0) SafePoint();
     const int fd = accept4(setup_.listen_fd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
     if (fd < 0) {
@@ -123,6 +126,11 @@ void EventLoop::Accept() {
       SetAccepting(false);
       return;
     }
+    // A fixed send buffer: the kernel would otherwise grow it to megabytes
+    // for each client that reads slowly (socket memory is charged to the
+    // container). A body larger than this waits in user space, where
+    // clients of the same moment share one copy (exporter.h).
+    setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &kSendBufferBytes, sizeof kSendBufferBytes);
     size_t i = 0;  // max_connections + 2 slots, open_ <= max_connections
     while (!slots_[i].conn.closed()) ++i;
     setup_.published[i].store(fd, std::memory_order_relaxed);  // publish first (fork)

@@ -138,7 +138,7 @@ def measure(workers, n):
         rss_with = rss_kib(master)
     with Uwsgi(workers=workers, extra=extra, with_plugin=False, stats_address=STATS) as u:
         time.sleep(0.5)
-        for _ in range(10):
+        for _ in range(n + 10):  # the master serves as many stats reads as above
             read_json(STATS)
         rss_without = rss_kib(u.proc.pid)
     row = {name: s.row(n) for name, s in series.items()}
