@@ -118,11 +118,13 @@ class Series:
                 'main_cpu_ms': self.main_cpu / n * 1e3, 'thread_cpu_ms': self.thread_cpu / n * 1e3}
 
 
-def measure(workers, n):
+def measure(workers, n, collect_cores=False):
     # stats_uri as in a typical uwsgi_exporter setup (the label is on every
     # series, so its length matters; the test harness' default is a long
     # temporary path).
     extra = [('listen', '1024'), ('prometheus-stats-uri', 'tcp://127.0.0.1:1717')]
+    if collect_cores:
+        extra.append(('prometheus-collect-cores', 'true'))
     with Uwsgi(workers=workers, extra=extra, stats_address=STATS) as u:
         master = u.proc.pid
         tid = plugin_thread(master)
@@ -150,8 +152,10 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--workers', default='4,16,64,256,1024')
     parser.add_argument('-n', type=int, default=200, help='operations of each kind per size')
+    parser.add_argument('--collect-cores', action='store_true',
+                        help='with prometheus-collect-cores (per-core families)')
     args = parser.parse_args()
-    rows = [measure(int(w), args.n) for w in args.workers.split(',')]
+    rows = [measure(int(w), args.n, args.collect_cores) for w in args.workers.split(',')]
     print()
     print('| workers | bytes: gzip / identity / JSON | p50 / p90 ms: gzip | identity | JSON '
           '| plugin thread CPU per scrape ms: gzip / identity | master loop CPU per op ms: '
