@@ -13,6 +13,7 @@
 #include <optional>
 #include <string>
 
+#include "bind_retry.h"
 #include "config.h"
 #include "exporter.h"
 #include "health.h"
@@ -40,6 +41,8 @@ struct Options {
   int per_app = 0;
   int per_worker = 0;
   char* multiproc_dir = nullptr;
+  int bind_fail_fast = 0;
+  char* bind_retry = nullptr;
 } options;
 
 // Runtime state, owned by the master. Heap objects are intentionally not
@@ -53,6 +56,9 @@ struct State {
   RequestStats* requests = nullptr;  // shared with workers, written after each request
   MultiprocCollector* multiproc = nullptr;
   pid_t server_pid = 0;  // the process the server thread runs in
+  ListenAddress bind_address;  // config.address, its host name resolved once
+  BindRetry* retry = nullptr;  // binding again while the address is taken
+  std::string serving;         // "serving metrics on ...", logged once bound
   Heartbeat heartbeat;   // master loop, for /-/healthy
   bool atfork_registered = false;
 } state;
@@ -79,6 +85,9 @@ RawConfig RawOptions() {
   raw.collect_cores = options.collect_cores != 0;
   raw.per_app = options.per_app != 0;
   raw.per_worker = options.per_worker != 0;
+  raw.bind_fail_fast = options.bind_fail_fast != 0;
+  raw.bind_retry = Given(options.bind_retry);
+  raw.instance_name = InstanceName(ReadInstanceIdentity().config_file);
   return raw;
 }
 
@@ -174,12 +183,12 @@ void SetUpMultiproc() {
   state.exporter->AddProvider(MultiprocProvider(state.multiproc, Log));
 }
 
-bool StartServer(std::string* error) {
+bool StartServer(std::string* error, bool* in_use) {
   auto server = std::make_unique<HttpServer>();
   HttpServerOptions server_options;
-  server_options.address = state.config.address;
+  server_options.address = state.bind_address;
   server_options.log = Log;
-  if (!server->Listen(server_options, error)) return false;
+  if (!server->Listen(server_options, error, in_use)) return false;
   Exporter* exporter = state.exporter;
   exporter->SetServerStats(&server->stats());  // before its thread can scrape
   if (!server->Start([exporter](const HttpRequest& req, HttpResponse* resp) {
@@ -195,11 +204,39 @@ bool StartServer(std::string* error) {
 
 void StopAtExit();
 
+// "vassal app2.ini, pid 1234": the instance, as log lines name it.
+std::string InstanceText() {
+  const InstanceIdentity id = ReadInstanceIdentity();
+  return DescribeInstance(id.vassal, id.config_file, static_cast<long>(getpid()));
+}
+
+// Binds the endpoint and starts its thread. When the address is taken,
+// uWSGI goes on without the endpoint and MasterCycle binds again with
+// backoff (unless --prometheus-bind-fail-fast); any other failure at
+// start-up is a mistake in the configuration and stops uWSGI.
+void BindEndpoint(bool at_start) {
+  const int64_t now = MonotonicNs();
+  std::string error;
+  bool in_use = false;
+  if (StartServer(&error, &in_use)) {
+    const std::string line = state.retry->Succeeded(now);
+    if (!line.empty()) Log(line);
+    Log(state.serving);
+    return;
+  }
+  const std::string address = state.config.address.ToString();
+  if (at_start && in_use && state.config.bind_fail_fast) {
+    Fatal(FailFastMessage(address, InstanceText(), error));
+  }
+  if (at_start && !in_use) Fatal(OptionError("socket", address, error));
+  for (const std::string& line : state.retry->Failed(now, error)) Log(line);
+}
+
 void Start(const UwsgiSettings& settings) {
   std::string error;
   if (!ResolveConfig(RawOptions(), &state.config, &error)) Fatal(error);
-  const ExporterOptions exporter_options =
-      ExporterOptionsFor(state.config, StatsUriFromConfig(), UWSGI_PROMETHEUS_VERSION);
+  const ExporterOptions exporter_options = ExporterOptionsFor(
+      state.config, StatsUriFromConfig(), UWSGI_PROMETHEUS_VERSION, UWSGI_VERSION);
   state.source = new UwsgiSource(state.config.collect_cores);
   state.exporter = new Exporter(state.source, exporter_options, Healthy);
   state.exporter->log = Log;
@@ -211,14 +248,20 @@ void Start(const UwsgiSettings& settings) {
     state.atfork_registered = true;
   }
   const std::string address = state.config.address.ToString();
-  if (!StartServer(&error)) Fatal(OptionError("socket", address, error));
+  state.bind_address = state.config.address;
+  if (!ResolveListenHost(&state.bind_address, &error)) Fatal(OptionError("socket", address, error));
   const std::string& stats_uri = exporter_options.model.stats_uri;
-  Log("serving metrics on " + address + exporter_options.metrics_path +
-      (stats_uri.empty() ? "" : " (stats_uri=\"" + stats_uri + "\")"));
+  state.serving = "serving metrics on " + address + exporter_options.metrics_path +
+                  (stats_uri.empty() ? "" : " (stats_uri=\"" + stats_uri + "\")");
+  BindRetryOptions retry;
+  retry.max_ns = int64_t{state.config.bind_retry_max_s} * 1000000000;
+  state.retry = new BindRetry(address, InstanceText(), retry);
+  BindEndpoint(/*at_start=*/true);
 }
 
 // preinit_apps: in the master, after the worker table exists and before
-// workers fork. Binds the endpoint so a busy port stops start-up.
+// workers fork. A bad option stops start-up here; so does a busy address
+// with --prometheus-bind-fail-fast.
 void PreinitApps() noexcept {
   try {
     const UwsgiSettings settings = ReadSettings();
@@ -239,24 +282,13 @@ void ForgetDeadWorkers() {
   if (state.multiproc && ReadWorkerPids(&pids)) state.multiproc->ForgetDeadProcesses(pids);
 }
 
-// The master is a forked copy of the process that started the endpoint
-// (daemonize2), where the thread does not exist: start it again, at most
-// once a second.
-void RestartServerInNewMaster() {
-  static int64_t last_try_ns = 0;
-  const int64_t now = MonotonicNs();
-  if (now - last_try_ns < 1000000000) return;
-  last_try_ns = now;
-  std::string error;
-  if (StartServer(&error)) {
-    Log("endpoint restarted in the new master process");
-  } else {
-    Log("cannot restart endpoint yet: " + error);
-  }
-}
-
-// master_cycle: runs in the master loop. Keeps the heartbeat for /-/healthy,
-// cleans up after dead workers, and restarts the endpoint in a new master.
+// master_cycle: runs in the master loop (at least once per master-interval,
+// 1 s by default). Keeps the heartbeat for /-/healthy, cleans up after dead
+// workers, and binds the endpoint when it does not run in this process:
+// its address was taken at start-up, or this master is a forked copy of
+// the process that started it (daemonize2), where its thread does not
+// exist. The master forks from this thread only, so the server appears
+// between forks, and the fork gate covers it from then on.
 void MasterCycle() noexcept {
   state.heartbeat.Beat(MonotonicNs());
   try {
@@ -264,11 +296,12 @@ void MasterCycle() noexcept {
   } catch (const std::exception& e) {
     Log(std::string("cannot clean up a dead worker's files: ") + e.what());
   }
-  if (!state.exporter || state.server_pid == getpid()) return;
+  if (!state.retry || (state.server && state.server_pid == getpid())) return;
+  if (!state.retry->Due(MonotonicNs())) return;
   try {
-    RestartServerInNewMaster();
+    BindEndpoint(/*at_start=*/false);
   } catch (const std::exception& e) {
-    Log(std::string("cannot restart endpoint: ") + e.what());
+    Log(std::string("cannot start the endpoint: ") + e.what());
   }
 }
 
@@ -324,6 +357,14 @@ struct uwsgi_option option_table[] = {
      const_cast<char*>("merge prometheus_client multi-process metrics from this directory into "
                        "the scrape (sets PROMETHEUS_MULTIPROC_DIR for the workers)"),
      SetMultiprocDir, &options.multiproc_dir, 0},
+    {const_cast<char*>("prometheus-bind-fail-fast"), no_argument, 0,
+     const_cast<char*>("stop start-up when the endpoint's address is in use (default: start "
+                       "without the endpoint and bind it when the address frees)"),
+     uwsgi_opt_true, &options.bind_fail_fast, 0},
+    {const_cast<char*>("prometheus-bind-retry"), required_argument, 0,
+     const_cast<char*>("longest wait in seconds between attempts to bind a busy address "
+                       "(default 30; they start at 1 s and double)"),
+     uwsgi_opt_set_str, &options.bind_retry, 0},
     {nullptr, 0, 0, nullptr, nullptr, nullptr, 0},
 };
 

@@ -174,6 +174,26 @@ UwsgiSettings ReadSettings() {
   return s;
 }
 
+// The Emperor starts a vassal as `uwsgi [--set k=v ...] --ini NAME ...`
+// (core/emperor.c, uwsgi_emperor_spawn_vassal), and uWSGI keeps every option
+// it was given, in order, in uwsgi.exported_opts (templates and includes
+// under the keys inherit and include).
+InstanceIdentity ReadInstanceIdentity() {
+  InstanceIdentity id;
+  id.vassal = uwsgi.has_emperor != 0;
+  for (int i = 0; i < uwsgi.exported_opts_cnt && uwsgi.exported_opts; ++i) {
+    const struct uwsgi_opt* opt = uwsgi.exported_opts[i];
+    if (!opt || !opt->key || !opt->value) continue;
+    const std::string key = opt->key;
+    if (key == "ini" || key == "yaml" || key == "yml" || key == "json" || key == "js" ||
+        key == "xml" || key == "config") {
+      id.config_file = opt->value;
+      break;
+    }
+  }
+  return id;
+}
+
 bool ReadWorkerPids(std::vector<long>* pids) {
   if (!uwsgi.workers) return false;
   pids->resize(static_cast<size_t>(uwsgi.numproc > 0 ? uwsgi.numproc : 0));

@@ -39,6 +39,13 @@ struct UwsgiSettings {
 };
 UwsgiSettings ReadSettings();
 
+// Which uWSGI this is, for log lines and the %(vassal) placeholder.
+struct InstanceIdentity {
+  bool vassal = false;      // started by an Emperor
+  std::string config_file;  // the first config file given (--ini ...), as given; may be ""
+};
+InstanceIdentity ReadInstanceIdentity();
+
 // Each worker slot's pid (0 for a slot without a worker), in slot order.
 // False before uWSGI has allocated the worker table.
 bool ReadWorkerPids(std::vector<long>* pids);

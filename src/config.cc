@@ -29,8 +29,28 @@ bool ResolveBuckets(const RawConfig& raw, Config* config, std::string* error) {
   return false;
 }
 
+constexpr std::string_view kVassal = "%(vassal)";
+
+// --prometheus-socket with every %(vassal) replaced by the instance's name.
+bool ExpandSocket(const RawConfig& raw, std::string* socket, std::string* error) {
+  const std::string given = *socket;
+  for (size_t at = socket->find(kVassal); at != std::string::npos;
+       at = socket->find(kVassal, at + raw.instance_name.size())) {
+    if (raw.instance_name.empty()) {
+      *error = OptionError("socket", given,
+                           "%(vassal) stands for the name of the instance's config file, and this "
+                           "uWSGI was started without one (--ini, --yaml, --json, --xml); give the "
+                           "address without it");
+      return false;
+    }
+    socket->replace(at, kVassal.size(), raw.instance_name);
+  }
+  return true;
+}
+
 bool ResolveSocket(const RawConfig& raw, Config* config, std::string* error) {
-  const std::string socket = raw.socket.value_or(":9117");
+  std::string socket = raw.socket.value_or(":9117");
+  if (!ExpandSocket(raw, &socket, error)) return false;
   std::string reason;
   if (!ParseListenAddress(socket, &config->address, &reason)) {
     *error = OptionError("socket", socket, reason);
@@ -56,7 +76,38 @@ bool ResolveMultiprocDir(const RawConfig& raw, Config* config, std::string* erro
   return true;
 }
 
+bool ResolveBindRetry(const RawConfig& raw, Config* config, std::string* error) {
+  config->bind_fail_fast = raw.bind_fail_fast;
+  config->bind_retry_max_s = 30;
+  if (!raw.bind_retry) return true;
+  const std::string& text = *raw.bind_retry;
+  const bool digits = !text.empty() && text.size() <= 4 &&
+                      text.find_first_not_of("0123456789") == std::string::npos;
+  const int seconds = digits ? std::stoi(text) : 0;
+  if (seconds < 1 || seconds > 3600) {
+    *error = OptionError("bind-retry", text,
+                         "give the longest wait between bind attempts in whole seconds, 1 to "
+                         "3600 (default 30)");
+    return false;
+  }
+  config->bind_retry_max_s = seconds;
+  return true;
+}
+
 }  // namespace
+
+std::string InstanceName(const std::string& config_file) {
+  std::string name = config_file;
+  const size_t scheme = name.find("://");
+  if (scheme != std::string::npos) name.erase(0, scheme + 3);
+  const size_t slash = name.rfind('/');
+  if (slash != std::string::npos) name.erase(0, slash + 1);
+  const size_t section = name.rfind(':');  // uWSGI's "file.ini:section"
+  if (section != std::string::npos) name.erase(section);
+  const size_t dot = name.rfind('.');
+  if (dot != std::string::npos && dot > 0) name.erase(dot);
+  return name;
+}
 
 std::string OptionError(std::string_view option, std::string_view value, std::string_view reason) {
   std::string out = "--prometheus-";
@@ -66,7 +117,8 @@ std::string OptionError(std::string_view option, std::string_view value, std::st
 
 bool ResolveConfig(const RawConfig& raw, Config* config, std::string* error) {
   if (!ResolvePath(raw, config, error) || !ResolveBuckets(raw, config, error) ||
-      !ResolveSocket(raw, config, error) || !ResolveMultiprocDir(raw, config, error)) {
+      !ResolveSocket(raw, config, error) || !ResolveMultiprocDir(raw, config, error) ||
+      !ResolveBindRetry(raw, config, error)) {
     return false;
   }
   config->stats_uri = raw.stats_uri;
@@ -77,12 +129,13 @@ bool ResolveConfig(const RawConfig& raw, Config* config, std::string* error) {
 }
 
 ExporterOptions ExporterOptionsFor(const Config& config, const std::string& stats_uri,
-                                   const std::string& version) {
+                                   const std::string& version, const std::string& uwsgi_version) {
   ExporterOptions options;
   options.metrics_path = config.metrics_path;
   options.model.collect_cores = config.collect_cores;
   options.model.stats_uri = config.stats_uri.value_or(stats_uri);
   options.version = version;
+  options.uwsgi_version = uwsgi_version;
   return options;
 }
 

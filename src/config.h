@@ -24,6 +24,11 @@ struct RawConfig {
   bool collect_cores = false;                // --prometheus-collect-cores
   bool per_app = false;                      // --prometheus-per-app
   bool per_worker = false;                   // --prometheus-per-worker
+  bool bind_fail_fast = false;               // --prometheus-bind-fail-fast
+  std::optional<std::string> bind_retry;     // --prometheus-bind-retry (seconds)
+  // Not an option: what %(vassal) in --prometheus-socket stands for, the
+  // instance's config file name (InstanceName); empty when it has none.
+  std::string instance_name;
 };
 
 struct Config {
@@ -35,11 +40,19 @@ struct Config {
   bool collect_cores = false;
   bool per_app = false;
   bool per_worker = false;
+  bool bind_fail_fast = false;   // a busy address stops start-up
+  int bind_retry_max_s = 30;     // longest wait between bind attempts, 1..3600
 };
 
 // Fills `config` from `raw`; on the first bad option returns false with
 // "--prometheus-<option> '<value>': <reason>" in `error`.
 bool ResolveConfig(const RawConfig& raw, Config* config, std::string* error);
+
+// The name %(vassal) stands for: the file name of `config_file` (as uWSGI
+// got it: "app1.ini", "/etc/uwsgi/vassals/app1.yaml", "app.ini:section",
+// "exec://app.sh") without directory, section and extension ("app1");
+// "" when there is none.
+std::string InstanceName(const std::string& config_file);
 
 // "--prometheus-<option> '<value>': <reason>", for errors found later (a
 // busy port, a directory that cannot be created).
@@ -47,8 +60,10 @@ std::string OptionError(std::string_view option, std::string_view value, std::st
 
 // The endpoint's options; `stats_uri` is used when the configuration names
 // none.
+// `version` is the plugin's, `uwsgi_version` the uWSGI it runs in (for
+// uwsgi_prometheus_build_info).
 ExporterOptions ExporterOptionsFor(const Config& config, const std::string& stats_uri,
-                                   const std::string& version);
+                                   const std::string& version, const std::string& uwsgi_version);
 
 // The request table for `workers` workers: one slot per worker, or with
 // per_app one per app id of each worker plus slot 0 for requests no app

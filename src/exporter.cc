@@ -2,6 +2,7 @@
 
 #include <malloc.h>
 
+#include "labels.h"
 #include "negotiate.h"
 #include "procfs.h"
 #include "render.h"
@@ -38,6 +39,25 @@ void AppendServerFamilies(const HttpServerStats& stats, std::vector<ServedFamily
   out->push_back({std::move(closed)});
 }
 
+// uwsgi_prometheus_build_info: 1, labelled with what was built and where it
+// runs (as uwsgi_exporter's uwsgi_exporter_build_info).
+ServedFamily BuildInfo(const ExporterOptions& options) {
+  prometheus::MetricFamily family{
+      "uwsgi_prometheus_build_info",
+      "A metric with a constant '1' value labeled by the version of the plugin and of the uWSGI "
+      "it runs in.",
+      prometheus::MetricType::Gauge, {}};
+  family.metric.emplace_back();
+  auto& m = family.metric.back();
+  auto label = [&m](const char* name, const std::string& value) {
+    m.label.push_back({name, SanitizeLabelValue(value, kMaxLabelValueBytes)});
+  };
+  label("uwsgi_version", options.uwsgi_version);
+  label("version", options.version);
+  m.gauge.value = 1;
+  return {std::move(family)};
+}
+
 }  // namespace
 
 Exporter::Exporter(SnapshotSource* source, ExporterOptions options, HealthCheck health)
@@ -66,6 +86,7 @@ void Exporter::Render(TextBuffer* out) {
   families_.clear();
   for (auto& provider : providers_) provider(snapshot_, self_.up, &families_);
   if (server_stats_) AppendServerFamilies(*server_stats_, &families_);
+  families_.push_back(BuildInfo(options_));
   if (!families_.empty()) {
     Normalize(&families_);
     // A provider family must not shadow a built-in one or repeat another:

@@ -25,7 +25,8 @@ namespace uwsgi_prometheus {
 struct ExporterOptions {
   ModelOptions model;
   std::string metrics_path = "/metrics";
-  std::string version;  // shown on the landing page and in build_info
+  std::string version;        // the plugin's: landing page, uwsgi_prometheus_build_info
+  std::string uwsgi_version;  // uWSGI's, in uwsgi_prometheus_build_info
   bool gzip = true;     // compress scrapes for clients that accept gzip
   // Scrapes arriving within this time of a render, while its body is still
   // being sent to another client, get that same body: a burst of clients

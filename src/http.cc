@@ -79,14 +79,16 @@ void* HttpServer::ThreadMain(void* server) {
   return nullptr;
 }
 
-bool HttpServer::Listen(const HttpServerOptions& options, std::string* error) {
+bool HttpServer::Listen(const HttpServerOptions& options, std::string* error, bool* in_use) {
   if (forked_.load()) return Fail(error, "server object was inherited across fork()");
   OwnerSection section(gate_);
   if (listen_fd_.load() >= 0 || thread_running_) return Fail(error, "already listening");
   options_ = options;
   options_.max_connections = std::max<size_t>(options_.max_connections, 1);
   BoundListener listener;
-  if (!BindListener(options_.address, options_.listen_backlog, &listener, error)) return false;
+  if (!BindListener(options_.address, options_.listen_backlog, &listener, error, in_use)) {
+    return false;
+  }
   listener_ = listener;
   // Two spare slots: a new connection is published before the eviction
   // that makes room for it.

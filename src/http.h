@@ -56,8 +56,9 @@ class HttpServer {
   // Creates, binds and listens (close-on-exec, non-blocking, SO_REUSEADDR;
   // a stale UNIX socket file is replaced only if nothing listens on it).
   // Returns false with a message such as "127.0.0.1:9117: address already
-  // in use". Does not start the thread.
-  bool Listen(const HttpServerOptions& options, std::string* error);
+  // in use", and `in_use` (when given) as BindListener sets it. Does not
+  // start the thread.
+  bool Listen(const HttpServerOptions& options, std::string* error, bool* in_use = nullptr);
 
   // Starts the server thread. Returns false with a message on failure.
   bool Start(HttpHandler handler, std::string* error);

@@ -38,7 +38,24 @@ int BindAndListen(const sockaddr* addr, socklen_t len, int backlog, bool dual_st
   return -1;
 }
 
-int ListenTcp(const ListenAddress& address, int backlog, std::string* error) {
+// The addresses a named host resolves to (freeaddrinfo them), or null with
+// a message.
+addrinfo* ResolveHost(const ListenAddress& address, std::string* error) {
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_NUMERICSERV;
+  addrinfo* found = nullptr;
+  const int rc =
+      getaddrinfo(address.host.c_str(), std::to_string(address.port).c_str(), &hints, &found);
+  if (rc == 0 && found != nullptr) return found;
+  if (found) freeaddrinfo(found);
+  *error = address.ToString() + ": cannot resolve '" + address.host +
+           "': " + (rc != 0 ? gai_strerror(rc) : "no address");
+  return nullptr;
+}
+
+int ListenTcp(const ListenAddress& address, int backlog, std::string* error, bool* in_use) {
   int fd = -1;
   if (address.host.empty()) {
     // Any address: IPv6 "::" accepting IPv4 too, or 0.0.0.0 without IPv6.
@@ -55,28 +72,21 @@ int ListenTcp(const ListenAddress& address, int backlog, std::string* error) {
       fd = BindAndListen(reinterpret_cast<sockaddr*>(&any4), sizeof any4, backlog, false);
     }
   } else {
-    addrinfo hints{};
-    hints.ai_family = AF_UNSPEC;
-    hints.ai_socktype = SOCK_STREAM;
-    hints.ai_flags = AI_NUMERICSERV;
-    addrinfo* found = nullptr;
-    const int rc =
-        getaddrinfo(address.host.c_str(), std::to_string(address.port).c_str(), &hints, &found);
-    if (rc != 0 || found == nullptr) {
-      *error = address.ToString() + ": cannot resolve '" + address.host +
-               "': " + (rc != 0 ? gai_strerror(rc) : "no address");
-      return -1;
-    }
+    addrinfo* found = ResolveHost(address, error);
+    if (found == nullptr) return -1;
     fd = BindAndListen(found->ai_addr, found->ai_addrlen, backlog, false);
     const int err = errno;
     freeaddrinfo(found);
     errno = err;
   }
-  if (fd < 0) *error = address.ToString() + ": " + ErrnoText(errno);
+  if (fd < 0) {
+    *in_use = errno == EADDRINUSE;
+    *error = address.ToString() + ": " + ErrnoText(errno);
+  }
   return fd;
 }
 
-int ListenUnix(const ListenAddress& address, int backlog, std::string* error) {
+int ListenUnix(const ListenAddress& address, int backlog, std::string* error, bool* in_use) {
   const std::string& path = address.path;
   const std::string name = address.ToString();
   sockaddr_un addr{};
@@ -95,6 +105,7 @@ int ListenUnix(const ListenAddress& address, int backlog, std::string* error) {
     const int err = errno;
     if (probe >= 0) close(probe);
     if (rc == 0 || err == EAGAIN) {
+      *in_use = true;
       *error = name + ": address already in use (a server is listening on it)";
       return -1;
     }
@@ -108,7 +119,10 @@ int ListenUnix(const ListenAddress& address, int backlog, std::string* error) {
     }
   }
   const int fd = BindAndListen(reinterpret_cast<sockaddr*>(&addr), len, backlog, false);
-  if (fd < 0) *error = name + ": " + ErrnoText(errno);
+  if (fd < 0) {
+    *in_use = errno == EADDRINUSE;  // another server bound the path just now
+    *error = name + ": " + ErrnoText(errno);
+  }
   return fd;
 }
 
@@ -195,10 +209,12 @@ bool ParseListenAddress(const std::string& text, ListenAddress* out, std::string
 }
 
 bool BindListener(const ListenAddress& address, int backlog, BoundListener* out,
-                  std::string* error) {
+                  std::string* error, bool* in_use) {
   BoundListener l;
-  l.fd = address.kind == ListenAddress::Kind::kUnix ? ListenUnix(address, backlog, error)
-                                                     : ListenTcp(address, backlog, error);
+  bool busy = false;
+  l.fd = address.kind == ListenAddress::Kind::kUnix ? ListenUnix(address, backlog, error, &busy)
+                                                     : ListenTcp(address, backlog, error, &busy);
+  if (in_use) *in_use = l.fd < 0 && busy;
   if (l.fd < 0) return false;
   sockaddr_storage bound{};
   socklen_t len = sizeof bound;
@@ -215,6 +231,22 @@ bool BindListener(const ListenAddress& address, int backlog, BoundListener* out,
     l.file_ino = st.st_ino;
   }
   *out = l;
+  return true;
+}
+
+bool ResolveListenHost(ListenAddress* address, std::string* error) {
+  if (address->kind != ListenAddress::Kind::kTcp || address->host.empty()) return true;
+  addrinfo* found = ResolveHost(*address, error);
+  if (found == nullptr) return false;
+  char host[NI_MAXHOST];
+  const int rc = getnameinfo(found->ai_addr, found->ai_addrlen, host, sizeof host, nullptr, 0,
+                             NI_NUMERICHOST);
+  freeaddrinfo(found);
+  if (rc != 0) {
+    *error = address->ToString() + ": cannot resolve '" + address->host + "': " + gai_strerror(rc);
+    return false;
+  }
+  address->host = host;
   return true;
 }
 

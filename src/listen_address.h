@@ -38,9 +38,17 @@ struct BoundListener {
 // Creates, binds and listens (close-on-exec, non-blocking, SO_REUSEADDR; a
 // stale UNIX socket file is replaced only if nothing listens on it).
 // Returns false with a message such as "127.0.0.1:9117: address already
-// in use".
+// in use"; then `in_use` (when given) tells whether the reason was that
+// another socket holds the address (EADDRINUSE, or a server answering on
+// the UNIX path): contention that may end, unlike every other failure.
 bool BindListener(const ListenAddress& address, int backlog, BoundListener* out,
-                  std::string* error);
+                  std::string* error, bool* in_use = nullptr);
+
+// Replaces a host name in `address` by the numeric address it resolves to
+// first (the one BindListener would bind), so that later binds never wait
+// for a name service. Numeric hosts and the any address are left as they
+// are. False with a message when the name does not resolve.
+bool ResolveListenHost(ListenAddress* address, std::string* error);
 
 // Removes the UNIX socket file `listener` created at `address`, unless it
 // has been replaced by someone else's file since.

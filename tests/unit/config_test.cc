@@ -117,16 +117,66 @@ TEST_CASE("exporter and request table options follow the configuration", "[confi
   RawConfig raw;
   raw.per_app = true;
   REQUIRE(ResolveConfig(raw, &config, &error));
-  ExporterOptions e = ExporterOptionsFor(config, "tcp://0.0.0.0:1717", "1.2.3");
+  ExporterOptions e = ExporterOptionsFor(config, "tcp://0.0.0.0:1717", "1.2.3", "2.0.21");
   CHECK(e.model.stats_uri == "tcp://0.0.0.0:1717");  // derived when not given
   CHECK(e.version == "1.2.3");
+  CHECK(e.uwsgi_version == "2.0.21");
   config.stats_uri = "";
-  CHECK(ExporterOptionsFor(config, "tcp://0.0.0.0:1717", "").model.stats_uri.empty());
+  CHECK(ExporterOptionsFor(config, "tcp://0.0.0.0:1717", "", "").model.stats_uri.empty());
   RequestStatsOptions r = RequestStatsOptionsFor(config, 4, 64);
   CHECK((r.workers == 4 && r.apps == 65));  // slot 0: requests no app served
   config.per_app = false;
   r = RequestStatsOptionsFor(config, 0, 64);
   CHECK((r.workers == 1 && r.apps == 1));
+}
+
+TEST_CASE("a busy address retries by default; fail-fast and the longest wait are options",
+          "[config]") {
+  Config config;
+  std::string error;
+  RawConfig raw;
+  REQUIRE(ResolveConfig(raw, &config, &error));
+  CHECK_FALSE(config.bind_fail_fast);
+  CHECK(config.bind_retry_max_s == 30);
+  raw.bind_fail_fast = true;
+  raw.bind_retry = "2";
+  REQUIRE(ResolveConfig(raw, &config, &error));
+  CHECK(config.bind_fail_fast);
+  CHECK(config.bind_retry_max_s == 2);
+  for (const char* bad : {"0", "3601", "", "1.5", "-1", "30s", "99999999999"}) {
+    INFO(bad);
+    raw.bind_retry = bad;
+    CHECK(ErrorFor(raw) == "--prometheus-bind-retry '" + std::string(bad) +
+                               "': give the longest wait between bind attempts in whole "
+                               "seconds, 1 to 3600 (default 30)");
+  }
+}
+
+TEST_CASE("%(vassal) in the socket is the config file's name", "[config]") {
+  RawConfig raw = WithSocket("/run/uwsgi/%(vassal).sock");
+  raw.instance_name = "app1";
+  Config config;
+  std::string error;
+  REQUIRE(ResolveConfig(raw, &config, &error));
+  CHECK(config.address.ToString() == "unix:/run/uwsgi/app1.sock");
+  raw.socket = "/run/%(vassal)/%(vassal).sock";
+  REQUIRE(ResolveConfig(raw, &config, &error));
+  CHECK(config.address.path == "/run/app1/app1.sock");
+  SECTION("without a config file it is refused") {
+    raw.instance_name.clear();
+    CHECK(ErrorFor(raw).rfind("--prometheus-socket '/run/%(vassal)/%(vassal).sock': %(vassal) "
+                              "stands for the name of the instance's config file",
+                              0) == 0);
+  }
+  SECTION("names from every way uWSGI is given a file") {
+    CHECK(InstanceName("app1.ini") == "app1");
+    CHECK(InstanceName("/etc/uwsgi/vassals/app1.yaml") == "app1");
+    CHECK(InstanceName("app.v2.ini") == "app.v2");
+    CHECK(InstanceName("app.ini:production") == "app");
+    CHECK(InstanceName("exec://vassals/app.sh") == "app");
+    CHECK(InstanceName(".hidden") == ".hidden");
+    CHECK(InstanceName("").empty());
+  }
 }
 
 TEST_CASE("the master loop is healthy until its beats stop", "[health]") {

@@ -610,7 +610,9 @@ TEST_CASE("a busy TCP address is reported as in use", "[http]") {
   options.address.port = first.port();
   HttpServer second;
   std::string error;
-  CHECK_FALSE(second.Listen(options, &error));
+  bool in_use = false;
+  CHECK_FALSE(second.Listen(options, &error, &in_use));
+  CHECK(in_use);
   CHECK(error == "127.0.0.1:" + std::to_string(first.port()) + ": address already in use");
   CHECK(Status(Exchange(first.port(), "GET / HTTP/1.0\r\n\r\n")) == 200);
 }
@@ -684,7 +686,9 @@ TEST_CASE("UNIX socket files are served and replaced only when stale and removed
     REQUIRE(first.Start(Echo, &error));
     {
       HttpServer second;
-      CHECK_FALSE(second.Listen(options, &error));
+      bool in_use = false;
+      CHECK_FALSE(second.Listen(options, &error, &in_use));
+      CHECK(in_use);
       CHECK_THAT(error, Catch::Contains("in use"));
     }
     CHECK(Exists(path));
@@ -696,7 +700,9 @@ TEST_CASE("UNIX socket files are served and replaced only when stale and removed
     Fd file(open(path.c_str(), O_CREAT | O_WRONLY | O_CLOEXEC, 0600));
     REQUIRE(file.fd >= 0);
     HttpServer server;
-    CHECK_FALSE(server.Listen(options, &error));
+    bool in_use = true;
+    CHECK_FALSE(server.Listen(options, &error, &in_use));
+    CHECK_FALSE(in_use);  // a mistake, not contention
     CHECK_THAT(error, Catch::Contains("not a socket"));
     server.Stop();
     CHECK(Exists(path));

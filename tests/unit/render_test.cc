@@ -336,6 +336,24 @@ TEST_CASE("the endpoint's own counters are served, every close reason included",
   CHECK_THAT(body, !Contains("uwsgi_prometheus_http_"));
 }
 
+TEST_CASE("build_info names the plugin's and uWSGI's versions, whatever the source says",
+          "[render]") {
+  FakeSource source(MakeSnapshot(1));
+  ExporterOptions options;
+  options.version = "0.1.0";
+  options.uwsgi_version = "2.0.21-debian";
+  Exporter exporter(&source, options, nullptr);
+  using Catch::Contains;
+  for (bool fail : {false, true}) {
+    source.fail = fail;
+    std::string body;
+    exporter.Scrape(&body);
+    CHECK_THAT(body, Contains("# TYPE uwsgi_prometheus_build_info gauge\n"
+                              "uwsgi_prometheus_build_info{uwsgi_version=\"2.0.21-debian\","
+                              "version=\"0.1.0\"} 1\n"));
+  }
+}
+
 namespace {
 
 // The scrape counter in a body: which render it came from.
