@@ -23,6 +23,11 @@ BindRetry::BindRetry(std::string address, std::string instance, BindRetryOptions
   options_.first_ns = std::clamp<int64_t>(options_.first_ns, 1, options_.max_ns);
 }
 
+std::string BindRetry::Intervals() const {
+  if (options_.first_ns == options_.max_ns) return Seconds(options_.max_ns);
+  return Seconds(options_.first_ns) + " to " + Seconds(options_.max_ns);
+}
+
 std::vector<std::string> BindRetry::Failed(int64_t now_ns, const std::string& error) {
   std::vector<std::string> lines;
   if (failures_++ == 0) {
@@ -30,8 +35,7 @@ std::vector<std::string> BindRetry::Failed(int64_t now_ns, const std::string& er
     interval_ns_ = options_.first_ns;
     lines.push_back(Option(address_) + error + " (" + instance_ +
                     "); uWSGI starts without the metrics endpoint and binds it as soon as the "
-                    "address is free (trying again every " + Seconds(options_.first_ns) +
-                    " to " + Seconds(options_.max_ns) + ")");
+                    "address is free (trying again every " + Intervals() + ")");
     lines.push_back(
         "fix: give every instance its own address, e.g. prometheus-socket = "
         "/run/uwsgi/metrics/%(vassal).sock for each vassal of an Emperor (README: \"Many "

@@ -45,6 +45,8 @@ class BindRetry {
   std::string Succeeded(int64_t now_ns);
 
  private:
+  std::string Intervals() const;  // "1 s to 30 s"
+
   std::string address_;
   std::string instance_;
   BindRetryOptions options_;

@@ -345,16 +345,57 @@ class Misconfiguration(unittest.TestCase):
         finally:
             u.cleanup()
 
-    def test_busy_port_stops_startup(self):
+    def test_busy_port_with_fail_fast_stops_startup(self):
         with socket.socket() as s:
             s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             s.bind(('127.0.0.1', 0))
             s.listen()
             port = s.getsockname()[1]
-            rc, log = self.start_failing(prometheus_socket='127.0.0.1:%d' % port)
+            rc, log = self.start_failing(prometheus_socket='127.0.0.1:%d' % port,
+                                         extra=[('prometheus-bind-fail-fast', 'true')])
         self.assertNotEqual(rc, 0)
-        self.assertRegex(log, r'\[prometheus\] --prometheus-socket .*127\.0\.0\.1:%d.*in use' % port)
+        self.assertRegex(log, r"\[prometheus\] --prometheus-socket '127\.0\.0\.1:%d': "
+                         r"127\.0\.0\.1:%d: address already in use \(.*pid \d+\); stopping "
+                         r"because prometheus-bind-fail-fast is set" % (port, port))
         self.assertNotIn('spawned uWSGI worker', log)
+
+    def test_busy_port_starts_the_app_and_binds_once_free(self):
+        """The default: uWSGI starts without the endpoint, keeps trying
+        (across a graceful reload too) and serves metrics once the port is
+        free."""
+        holder = socket.socket()
+        holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        holder.bind(('127.0.0.1', 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        u = Uwsgi(workers=1, port=port, extra=[('prometheus-bind-retry', '1')])
+        try:
+            u.start(wait=False)
+            wait_for(u.all_workers_up, what=lambda: 'the worker (log: %s)' % u.read_log()[-2000:])
+            self.assertEqual(u.request('/x')[0], 200)
+            first = "[prometheus] --prometheus-socket '127.0.0.1:%d': 127.0.0.1:%d: address " \
+                    "already in use (%s, pid %d); uWSGI starts without the metrics endpoint" % (
+                        port, port, u.ini, u.proc.pid)
+            self.assertIn(first, u.read_log())
+            self.assertIn('[prometheus] fix: give every instance its own address', u.read_log())
+            # A graceful reload re-executes the master, which tries again from the start.
+            old_workers = {w['pid'] for w in u.stats()['workers']}
+            os.kill(u.proc.pid, signal.SIGHUP)
+            wait_for(lambda: {w['pid'] for w in u.stats()['workers']}.isdisjoint(old_workers)
+                     and u.all_workers_up(), timeout=20, what='workers replaced by the reload')
+            self.assertEqual(u.request('/y')[0], 200)
+            self.assertEqual(u.read_log().count(first), 2)
+            holder.close()
+            wait_for(lambda: http_get(port, '/metrics', timeout=2)[0] == 200, timeout=10,
+                     what=lambda: 'the endpoint (log: %s)' % u.read_log()[-2000:])
+            self.assertRegex(u.read_log(), r"\[prometheus\] --prometheus-socket "
+                             r"'127\.0\.0\.1:%d': bound after \d+ failed attempts in \d+ s; "
+                             r"the metrics endpoint is up" % port)
+            samples = u.scrape_counted(1)[0]  # /y: the reload started counting afresh
+            self.assertEqual(value(samples, 'uwsgi_workers'), 1)
+        finally:
+            holder.close()
+            u.cleanup()
 
     def test_bad_socket_values(self):
         for bad in ('nonsense', ':99999', '127.0.0.1:', ':0', '[::1'):
