@@ -7,6 +7,7 @@
 #include <pthread.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cstdlib>
 #include <cstring>
 #include <memory>
@@ -50,12 +51,15 @@ struct Options {
 // run any teardown of it.
 struct State {
   Config config;
-  HttpServer* server = nullptr;
+  // Published before it first binds, so that a fork from any thread (an
+  // app's thread in the master) finds it and its fork gate from then on.
+  std::atomic<HttpServer*> server{nullptr};
   UwsgiSource* source = nullptr;
   Exporter* exporter = nullptr;
   RequestStats* requests = nullptr;  // shared with workers, written after each request
   MultiprocCollector* multiproc = nullptr;
-  pid_t server_pid = 0;  // the process the server thread runs in
+  pid_t server_pid = 0;   // the process the server object belongs to
+  pid_t running_pid = 0;  // the process the endpoint serves in (0: none yet)
   ListenAddress bind_address;  // config.address, its host name resolved once
   BindRetry* retry = nullptr;  // binding again while the address is taken
   std::string serving;         // "serving metrics on ...", logged once bound
@@ -136,13 +140,13 @@ bool Healthy(std::string* reason) {
 // Every fork of the master (workers, mules, spoolers...): the server
 // thread parks while it happens, and the child closes the server's fds.
 void PrepareFork() {
-  if (state.server) state.server->PrepareFork();
+  if (HttpServer* server = state.server.load()) server->PrepareFork();
 }
 void ParentAfterFork() {
-  if (state.server) state.server->ParentAfterFork();
+  if (HttpServer* server = state.server.load()) server->ParentAfterFork();
 }
 void ChildAfterFork() {
-  if (state.server) state.server->ChildAfterFork();
+  if (HttpServer* server = state.server.load()) server->ChildAfterFork();
 }
 
 // Request metrics: the table is mapped here, in the master before workers
@@ -183,8 +187,17 @@ void SetUpMultiproc() {
   state.exporter->AddProvider(MultiprocProvider(state.multiproc, Log));
 }
 
+// Binds and starts the endpoint, on the same server object at every
+// attempt (its Listen and Start are owner sections of its fork gate). A
+// process forked from the one that made it (daemonize2) gets an inert
+// copy, and a new object.
 bool StartServer(std::string* error, bool* in_use) {
-  auto server = std::make_unique<HttpServer>();
+  HttpServer* server = state.server.load();
+  if (!server || state.server_pid != getpid()) {
+    server = new HttpServer();  // never deleted: a forked copy may still point to it
+    state.server.store(server);
+    state.server_pid = getpid();
+  }
   HttpServerOptions server_options;
   server_options.address = state.bind_address;
   server_options.log = Log;
@@ -194,11 +207,10 @@ bool StartServer(std::string* error, bool* in_use) {
   if (!server->Start([exporter](const HttpRequest& req, HttpResponse* resp) {
         exporter->Handle(req, resp);
       }, error)) {
-    exporter->SetServerStats(state.server ? &state.server->stats() : nullptr);
+    server->Stop();  // closes the socket, so that the next attempt can bind again
     return false;
   }
-  state.server = server.release();
-  state.server_pid = getpid();
+  state.running_pid = getpid();
   return true;
 }
 
@@ -287,8 +299,9 @@ void ForgetDeadWorkers() {
 // workers, and binds the endpoint when it does not run in this process:
 // its address was taken at start-up, or this master is a forked copy of
 // the process that started it (daemonize2), where its thread does not
-// exist. The master forks from this thread only, so the server appears
-// between forks, and the fork gate covers it from then on.
+// exist. Binding and starting run as owner sections of the server's fork
+// gate, so a fork from any thread finds the endpoint either not started or
+// started and parked.
 void MasterCycle() noexcept {
   state.heartbeat.Beat(MonotonicNs());
   try {
@@ -296,7 +309,7 @@ void MasterCycle() noexcept {
   } catch (const std::exception& e) {
     Log(std::string("cannot clean up a dead worker's files: ") + e.what());
   }
-  if (!state.retry || (state.server && state.server_pid == getpid())) return;
+  if (!state.retry || state.running_pid == getpid()) return;
   if (!state.retry->Due(MonotonicNs())) return;
   try {
     BindEndpoint(/*at_start=*/false);
@@ -306,8 +319,9 @@ void MasterCycle() noexcept {
 }
 
 void MasterCleanup() noexcept {
-  if (state.server && state.server_pid == getpid()) {
-    state.server->Stop();
+  HttpServer* server = state.server.load();
+  if (server && state.server_pid == getpid()) {
+    server->Stop();
   }
 }
 
