@@ -130,7 +130,7 @@ TEST_CASE("exporter and request table options follow the configuration", "[confi
   CHECK((r.workers == 1 && r.apps == 1));
 }
 
-TEST_CASE("a busy address retries by default; fail-fast and the longest wait are options",
+TEST_CASE("a busy address retries by default, fail-fast and the longest wait are options",
           "[config]") {
   Config config;
   std::string error;
