@@ -43,11 +43,14 @@ ssize_t FdSocket::Write(const iovec* iov, int count) {
 
 int FdSocket::ShutdownWrite() { return shutdown(fd, SHUT_WR) == 0 ? 0 : -errno; }
 
-EventLoop::EventLoop(const EventLoopSetup& setup,
-                     const std::function<std::unique_ptr<Session>()>& make)
+EventLoop::EventLoop(const EventLoopSetup& setup, const SessionFactory& make_session,
+                     const FilterFactory& make_filter)
     : setup_(setup), ctx_(setup_.context), slots_(setup.max_connections + 2) {
   ctx_.fork_gate = setup_.fork_gate;
-  for (Slot& s : slots_) s.session = make();
+  for (size_t i = 0; i < slots_.size(); ++i) {
+    slots_[i].session = make_session(i);
+    if (make_filter) slots_[i].filter = make_filter();
+  }
 }
 
 void EventLoop::SafePoint() {
@@ -75,6 +78,11 @@ void EventLoop::Run() {
         eventfd_read(setup_.wake_fd, &value);  // stopping and the gate are checked above
       } else if (tag == kListenTag) {
         Accept();
+      } else if (tag == kResumeTag) {
+        setup_.completions->Drain([this](size_t slot, uint64_t outcome) {
+          SafePoint();
+          Resume(slot, outcome);
+        });
       } else {
         OnEvent(tag);
       }
@@ -130,14 +138,16 @@ void EventLoop::Accept() {
     if (open_ >= setup_.max_connections) Evict(false);
     Slot& s = slots_[i];
     s.socket.fd = fd;
-    s.want_out = false;
-    s.conn.Open(&s.socket, s.session.get(), &ctx_);
+    s.registered = Connection::Interest::kReadable;
+    const bool filtered = s.filter && s.filter->Open(&s.socket);
+    s.conn.Open(filtered ? static_cast<Socket*>(s.filter.get()) : &s.socket, s.session.get(),
+                &ctx_);
     ++open_;
     setup_.stats->open_connections.fetch_add(1, std::memory_order_relaxed);
     epoll_event ev{};
     ev.events = EPOLLIN | EPOLLRDHUP;
     ev.data.u64 = Tag(i);
-    if (epoll_ctl(setup_.epoll_fd, EPOLL_CTL_ADD, fd, &ev) != 0) {
+    if ((s.filter && !filtered) || epoll_ctl(setup_.epoll_fd, EPOLL_CTL_ADD, fd, &ev) != 0) {
       s.conn.Abort(CloseReason::kError);
       Sync(i);
       continue;
@@ -157,9 +167,11 @@ bool EventLoop::Evict(bool unfinished_only) {
   for (size_t i = 0; i < slots_.size(); ++i) {
     const Connection& c = slots_[i].conn;
     if (c.closed()) continue;
-    const int rank = c.phase() == Connection::Phase::kLinger    ? 0
-                     : c.phase() == Connection::Phase::kWriting ? 2
-                                                                : 1;
+    const int rank = c.phase() == Connection::Phase::kLinger ? 0
+                     : c.phase() == Connection::Phase::kWriting ||
+                             c.phase() == Connection::Phase::kPaused
+                         ? 2
+                         : 1;
     if (unfinished_only && rank == 2) continue;
     if (victim == slots_.size() || rank < victim_rank ||
         (rank == victim_rank && c.order() < slots_[victim].conn.order())) {
@@ -198,16 +210,29 @@ void EventLoop::OnEvent(uint64_t tag) {
   Sync(i);
 }
 
-// After a connection was handled: waits for the readiness it now needs, or
-// closes its socket if it has ended.
+// A CompletionSource finished work for the session in `slot`. A slot closed
+// (or reused) since is told too: its session recognizes a stale outcome.
+void EventLoop::Resume(size_t slot, uint64_t outcome) {
+  if (slot >= slots_.size() || slots_[slot].conn.closed()) return;
+  ctx_.Tick();
+  slots_[slot].conn.Resume(outcome);
+  Sync(slot);
+}
+
+// After a connection was handled: waits for the readiness it now needs
+// (none while its session is paused: only errors and hang-ups are then
+// reported), or closes its socket if it has ended.
 void EventLoop::Sync(size_t i) {
   Slot& s = slots_[i];
-  if (!s.conn.closed() && s.conn.wants_write() != s.want_out) {
+  const Connection::Interest interest = s.conn.interest();
+  if (!s.conn.closed() && interest != s.registered) {
     epoll_event ev{};
-    ev.events = s.conn.wants_write() ? EPOLLOUT : EPOLLIN | EPOLLRDHUP;
+    ev.events = interest == Connection::Interest::kWritable   ? EPOLLOUT
+                 : interest == Connection::Interest::kReadable ? EPOLLIN | EPOLLRDHUP
+                                                               : 0;
     ev.data.u64 = Tag(i);
     if (epoll_ctl(setup_.epoll_fd, EPOLL_CTL_MOD, s.socket.fd, &ev) == 0) {
-      s.want_out = s.conn.wants_write();
+      s.registered = interest;
     } else {
       s.conn.Abort(CloseReason::kError);
     }
@@ -225,6 +250,7 @@ void EventLoop::Release(size_t i) {
   // Deregister first: a copy of the fd in a forked child would otherwise
   // keep the socket (and its epoll registration) alive.
   epoll_ctl(setup_.epoll_fd, EPOLL_CTL_DEL, s.socket.fd, nullptr);
+  if (s.filter) s.filter->Release();
   // Unpublish before close(): once closed, the number can be reused by
   // another thread of the process, and a child must never close that one.
   setup_.published[i].store(-1, std::memory_order_relaxed);

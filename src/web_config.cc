@@ -1,15 +1,13 @@
 #include "web_config.h"
 
-#include <errno.h>
-#include <fcntl.h>
-#include <sys/stat.h>
-#include <unistd.h>
 #include <yaml.h>
 
 #include <algorithm>
 #include <cstring>
 #include <functional>
 #include <set>
+
+#include "file_watch.h"
 
 namespace uwsgi_prometheus {
 namespace {
@@ -523,33 +521,13 @@ bool LoadWebConfig(const std::string& path, WebConfig* config, std::string* erro
                    std::string* content) {
   std::string local;
   std::string& bytes = content ? *content : local;
-  bytes.clear();
-  const int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
-  if (fd < 0) {
-    *error = std::string("cannot open: ") + std::strerror(errno);
-    return false;
-  }
-  struct stat st;
-  bool ok = fstat(fd, &st) == 0 && S_ISREG(st.st_mode);
-  if (!ok) *error = "not a regular file";
-  char buf[16384];
-  while (ok) {
-    const ssize_t n = read(fd, buf, sizeof buf);
-    if (n == 0) break;
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) *error = std::string("cannot read: ") + std::strerror(errno);
-    if (n > 0 && bytes.size() + static_cast<size_t>(n) > kMaxWebConfigBytes) {
-      *error = "larger than 1 MiB; is this the right file?";
-      ok = false;
-    }
-    if (n < 0) ok = false;
-    if (ok) bytes.append(buf, static_cast<size_t>(n));
-  }
-  close(fd);
-  if (!ok) return false;
+  if (!ReadSmallFile(path, kMaxWebConfigBytes, &bytes, error)) return false;
+  return ParseWebConfig(bytes, DirectoryOf(path), config, error);
+}
+
+std::string DirectoryOf(const std::string& path) {
   const size_t slash = path.rfind('/');
-  const std::string dir = slash == std::string::npos ? "" : path.substr(0, slash + 1);
-  return ParseWebConfig(bytes, dir, config, error);
+  return slash == std::string::npos ? std::string() : path.substr(0, slash + 1);
 }
 
 }  // namespace uwsgi_prometheus

@@ -79,6 +79,9 @@ bool ParseWebConfig(std::string_view text, std::string_view dir, WebConfig* conf
 bool LoadWebConfig(const std::string& path, WebConfig* config, std::string* error,
                    std::string* content = nullptr);
 
+// The directory part of `path`, with its final '/' ("" for a bare name).
+std::string DirectoryOf(const std::string& path);
+
 // The names used in the file, for messages.
 const char* TlsVersionName(TlsVersion version);
 const char* ClientAuthName(ClientAuth auth);

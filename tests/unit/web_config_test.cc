@@ -287,7 +287,7 @@ TEST_CASE("LoadWebConfig reads the file and resolves against its directory", "[w
   WebConfig c;
   std::string error, content;
   CHECK_FALSE(LoadWebConfig(path, &c, &error));
-  CHECK(error == "cannot open: No such file or directory");
+  CHECK(error == "cannot open: no such file or directory");
   FILE* f = fopen(path.c_str(), "w");
   REQUIRE(f);
   fputs(kTls.c_str(), f);
