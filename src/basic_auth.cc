@@ -46,7 +46,7 @@ bool ParseBasicAuth(std::string_view header, std::string* user, std::string* pas
   constexpr std::string_view kScheme = "basic ";
   if (header.size() < kScheme.size() ||
       !std::equal(kScheme.begin(), kScheme.end(), header.begin(),
-                   [](char a, char b) { return a == (b >= 'A' && b <= 'Z' ? b + 32 : b); })) {
+                  [](char a, char b) { return a == (b >= 'A' && b <= 'Z' ? b + 32 : b); })) {
     return false;
   }
   std::string decoded;
@@ -78,8 +78,7 @@ AuthCache::Key AuthCache::KeyFor(std::string_view user, std::string_view hash,
   Key key{};
   unsigned int len = 0;
   if (!HMAC(EVP_sha256(), secret_.data(), static_cast<int>(secret_.size()),
-            reinterpret_cast<const unsigned char*>(input.data()), input.size(), key.data(),
-            &len)) {
+            reinterpret_cast<const unsigned char*>(input.data()), input.size(), key.data(), &len)) {
     throw std::runtime_error("HMAC-SHA256 failed");
   }
   std::fill(input.begin(), input.end(), '\0');

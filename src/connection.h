@@ -72,8 +72,10 @@ class Socket {
   // Input taken from the fd that Read() has not returned yet (the rest of
   // a TLS record): the fd will not report it as readable again.
   virtual bool HasBufferedInput() const { return false; }
-  // Why the connection ends after Read() or Write() failed with `error`.
+  // Why the connection ends after Read() or Write() failed with `error`,
+  // and what went wrong in words (for the log; may be empty).
   virtual CloseReason FailureReason(ssize_t /*error*/) const { return CloseReason::kReset; }
+  virtual std::string FailureDetail() const { return std::string(); }
 };
 
 // A layer over the fd's Socket, such as TLS. The event loop keeps one per

@@ -72,6 +72,7 @@ class EventLoop {
   struct Slot {
     FdSocket socket;
     std::unique_ptr<SocketFilter> filter;  // over `socket`, if the loop has filters
+    Socket* stream = nullptr;              // what the connection reads: filter or socket
     Connection conn;
     std::unique_ptr<Session> session;
     uint32_t generation = 0;  // in the epoll tag: spots events of a closed connection

@@ -46,8 +46,8 @@ class FileWatch {
 
   std::string path_;
   size_t max_bytes_ = 0;
-  Stamp stamp_;              // as of the last Read()
-  std::string content_;      // what the last Read() returned
+  Stamp stamp_;          // as of the last Read()
+  std::string content_;  // what the last Read() returned
   bool read_ok_ = false;
   int64_t checked_at_ns_ = 0;  // wall clock when content_ was last known current
 };

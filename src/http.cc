@@ -192,8 +192,13 @@ bool HttpServer::StartThread(std::string* error) {
     setup.context.idle_timeout_ns = Ms(options_.idle_timeout_ms);
     setup.context.clock = NowNs;
     HttpContext* http = http_.get();
+    WebAccess* access = access_.get();
+    EventLoop::FilterFactory tls;
+    if (access && access->config().tls) {
+      tls = [access] { return std::make_unique<TlsSocket>(access); };
+    }
     loop_ = std::make_unique<EventLoop>(
-        setup, [http](size_t slot) { return std::make_unique<HttpSession>(http, slot); });
+        setup, [http](size_t slot) { return std::make_unique<HttpSession>(http, slot); }, tls);
   } catch (const std::exception& e) {
     failure = e.what();
   }

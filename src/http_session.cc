@@ -85,7 +85,8 @@ SessionStep HttpSession::OnResume(uint64_t outcome, OutputQueue* out) {
   if (!paused_ || !ctx_->guard) return {SessionStep::Next::kPause, 0, CloseReason::kDone};
   HttpResponse& r = ctx_->response;
   const HttpGuard::Verdict verdict = ctx_->guard->Resumed(outcome, ticket_, &r);
-  if (verdict == HttpGuard::Verdict::kWait) return {SessionStep::Next::kPause, 0, CloseReason::kDone};
+  if (verdict == HttpGuard::Verdict::kWait)
+    return {SessionStep::Next::kPause, 0, CloseReason::kDone};
   paused_ = false;
   if (verdict == HttpGuard::Verdict::kAllow) return Serve(paused_request_, paused_close_, 0, out);
   Queue(paused_close_, paused_request_.method == "HEAD", out);

@@ -90,14 +90,14 @@ class VerifyPool final : public CompletionSource {
   Options options_;
   pthread_mutex_t mutex_ = PTHREAD_MUTEX_INITIALIZER;
   pthread_cond_t wake_ = PTHREAD_COND_INITIALIZER;
-  bool stopping_ = false;             // under mutex_
-  std::vector<Job> jobs_;             // threads + max_waiting, fixed
-  std::vector<uint32_t> free_;        // indexes of free jobs
-  std::vector<uint32_t> waiting_;     // FIFO of queued jobs (index 0 first)
-  size_t waiting_head_ = 0;           //   ring: head and count
+  bool stopping_ = false;          // under mutex_
+  std::vector<Job> jobs_;          // threads + max_waiting, fixed
+  std::vector<uint32_t> free_;     // indexes of free jobs
+  std::vector<uint32_t> waiting_;  // FIFO of queued jobs (index 0 first)
+  size_t waiting_head_ = 0;        //   ring: head and count
   size_t waiting_count_ = 0;
-  std::vector<uint32_t> done_;        // finished jobs, not yet drained
-  std::vector<Done> draining_;        // the loop's copy while it resumes sessions
+  std::vector<uint32_t> done_;  // finished jobs, not yet drained
+  std::vector<Done> draining_;  // the loop's copy while it resumes sessions
   std::vector<pthread_t> threads_;
   std::atomic<int> wake_fd_{-1};
   std::atomic<size_t> in_flight_{0};

@@ -42,12 +42,52 @@ bool WebAccess::Reload(std::string* error) {
                           "HTTPS since start-up; restart uWSGI to switch";
     return false;
   }
+  if (parsed.tls && !LoadTls(*parsed.tls, error)) return false;
   config_ = std::move(parsed);
   return true;
 }
 
+// Reads the files tls_server_config names and makes a context from them,
+// which replaces the one in use only if all went well. The files are
+// watched from now on either way: a failure is tried again once they
+// change (or at once while one cannot be read).
+bool WebAccess::LoadTls(const TlsServerConfig& tls, std::string* error) {
+  std::vector<FileWatch>& watches = tls_files_;
+  watches.clear();
+  TlsFiles files;
+  const std::pair<const char*, const std::string*> named[] = {
+      {"cert_file", &tls.cert_file},
+      {"key_file", &tls.key_file},
+      {"client_ca_file", &tls.client_ca_file}};
+  std::string* contents[] = {&files.cert, &files.key, &files.client_ca};
+  for (size_t i = 0; i < 3; ++i) {
+    if (named[i].second->empty()) continue;
+    watches.emplace_back(*named[i].second, kMaxWebConfigBytes);
+    if (!watches.back().Read(contents[i], error)) {
+      *error = std::string("tls_server_config.") + named[i].first + " '" + *named[i].second +
+               "': " + *error;
+      return false;
+    }
+  }
+  std::unique_ptr<TlsContext> context = TlsContext::Build(tls, files, error);
+  if (!context) return false;
+  tls_context_ = std::move(context);
+  return true;
+}
+
+bool WebAccess::Changed() {
+  bool changed = file_.Changed();
+  for (FileWatch& w : tls_files_) changed = w.Changed() || changed;
+  return changed;
+}
+
+TlsContext* WebAccess::CurrentTlsContext() {
+  Refresh();
+  return tls_context_.get();
+}
+
 void WebAccess::Refresh() {
-  if (!file_.Changed()) return;
+  if (!Changed()) return;
   std::string error;
   if (!Reload(&error)) return Broken(error);
   if (broken_ && log_) log_("--prometheus-web-config " + file_.path() + ": fixed, in use again");
@@ -154,9 +194,8 @@ void WebAccess::Refuse(int status, HttpResponse* refusal) const {
 
 void WebAccess::AddHeaders(HttpResponse* response) const {
   for (const auto& [name, value] : config_.headers) {
-    const bool present =
-        std::any_of(response->extra_headers.begin(), response->extra_headers.end(),
-                    [&name = name](const auto& h) { return h.first == name; });
+    const bool present = std::any_of(response->extra_headers.begin(), response->extra_headers.end(),
+                                     [&name = name](const auto& h) { return h.first == name; });
     if (!present) response->extra_headers.emplace_back(name, value);
   }
 }

@@ -12,6 +12,12 @@
 // request is answered 429 at once. Unknown users are checked against a
 // fixed hash, so the time taken does not tell which users exist.
 //
+// With tls_server_config, it also makes the TLS context (tls.h) that new
+// connections use, again whenever the file or the certificate, key or
+// client CA files change (rotation without a restart). A context that
+// cannot be made from changed files leaves the last good one serving
+// handshakes, and requests are answered 500 until the files are fixed.
+//
 // Everything here runs on the server thread, except the pool's threads.
 #pragma once
 
@@ -19,6 +25,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -26,12 +33,13 @@
 #include "connection.h"
 #include "file_watch.h"
 #include "http_session.h"
+#include "tls.h"
 #include "verify_pool.h"
 #include "web_config.h"
 
 namespace uwsgi_prometheus {
 
-class WebAccess final : public HttpGuard, public CompletionSource {
+class WebAccess final : public HttpGuard, public CompletionSource, public TlsContextSource {
  public:
   using LogFn = std::function<void(const std::string&)>;
 
@@ -56,6 +64,9 @@ class WebAccess final : public HttpGuard, public CompletionSource {
   // the response is left alone).
   void AddHeaders(HttpResponse* response) const override;
 
+  // TlsContextSource: looks for changed files first. Null without TLS.
+  TlsContext* CurrentTlsContext() override;
+
   // CompletionSource: the pool's finished checks, cached, then reported.
   int fd() const override { return pool_ ? pool_->fd() : -1; }
   void Drain(const ResumeFn& resume) override;
@@ -68,17 +79,21 @@ class WebAccess final : public HttpGuard, public CompletionSource {
   };
 
   void Refresh();
+  bool Changed();
   bool Reload(std::string* error);
+  bool LoadTls(const TlsServerConfig& tls, std::string* error);
   void Broken(const std::string& error);
   void Refuse(int status, HttpResponse* refusal) const;
   void Count(std::atomic<uint64_t> HttpStats::*counter) const;
 
   FileWatch file_;
-  WebConfig config_;        // the last good configuration
-  bool tls_ = false;        // the endpoint's scheme, fixed at start-up
-  bool loaded_ = false;     // Load() succeeded
-  bool broken_ = false;     // the file changed and is not usable: answer 500
-  std::string last_error_;  // logged; cleared when the file is good again
+  WebConfig config_;                         // the last good configuration
+  std::vector<FileWatch> tls_files_;         // cert, key and client CA files in use
+  std::unique_ptr<TlsContext> tls_context_;  // made from them
+  bool tls_ = false;                         // the endpoint's scheme, fixed at start-up
+  bool loaded_ = false;                      // Load() succeeded
+  bool broken_ = false;                      // the file changed and is not usable: answer 500
+  std::string last_error_;                   // logged; cleared when the file is good again
   AuthCache cache_;
   VerifyPool* pool_ = nullptr;
   std::vector<Pending> pending_;  // checks in the pool

@@ -254,8 +254,9 @@ bool Parser::Top(const yaml_node_t* root, WebConfig* config) {
   *config = WebConfig();
   if (!root || IsNull(root)) return true;  // an empty file: plain HTTP, no authentication
   if (root->type != YAML_MAPPING_NODE) {
-    return Fail(root, "", "the file must be a YAML mapping (tls_server_config, "
-                          "http_server_config, basic_auth_users)");
+    return Fail(root, "",
+                "the file must be a YAML mapping (tls_server_config, "
+                "http_server_config, basic_auth_users)");
   }
   return Pairs(root, "", [&](const std::string& key, const yaml_node_t* value) {
     if (key == "tls_server_config") return Tls(value, &config->tls);
@@ -269,10 +270,10 @@ bool Parser::Top(const yaml_node_t* root, WebConfig* config) {
 bool Parser::Tls(const yaml_node_t* node, std::optional<TlsServerConfig>* out) {
   TlsServerConfig tls;
   bool mentioned = false;  // any of the keys that turn TLS on
-  const bool ok = Pairs(node, "tls_server_config",
-                        [&](const std::string& key, const yaml_node_t* value) {
-                          return TlsKey(key, value, &tls, &mentioned);
-                        });
+  const bool ok =
+      Pairs(node, "tls_server_config", [&](const std::string& key, const yaml_node_t* value) {
+        return TlsKey(key, value, &tls, &mentioned);
+      });
   if (!ok) return false;
   for (std::string* file : {&tls.cert_file, &tls.key_file, &tls.client_ca_file}) {
     *file = JoinDir(dir_, *file);
@@ -406,8 +407,8 @@ bool Parser::Headers(const yaml_node_t* node, WebConfig* config) {
             rule->values.empty() || std::any_of(rule->values.begin(), rule->values.end(),
                                                 [&](const char* a) { return value == a; });
         if (!allowed) {
-          return FailValue(v, path, rule->values.size() == 1 ? "must be nosniff"
-                                                               : "must be deny or sameorigin");
+          return FailValue(
+              v, path, rule->values.size() == 1 ? "must be nosniff" : "must be deny or sameorigin");
         }
         if (std::any_of(value.begin(), value.end(), [](char c) {
               return (static_cast<unsigned char>(c) < 0x20 && c != '\t') || c == 0x7f;
@@ -425,9 +426,9 @@ bool Parser::Users(const yaml_node_t* node, WebConfig* config) {
   return Pairs(node, "basic_auth_users", [&](const std::string& user, const yaml_node_t* value) {
     const std::string path = "basic_auth_users." + user;
     if (user.empty()) return Fail(value, "basic_auth_users", "a user name cannot be empty");
-    if (user.find(':') != std::string::npos ||
-        std::any_of(user.begin(), user.end(),
-                    [](char c) { return static_cast<unsigned char>(c) < 0x20 || c == 0x7f; })) {
+    if (user.find(':') != std::string::npos || std::any_of(user.begin(), user.end(), [](char c) {
+          return static_cast<unsigned char>(c) < 0x20 || c == 0x7f;
+        })) {
       return Fail(value, "basic_auth_users '" + user + "'",
                   "a user name cannot contain ':' or control characters (Basic auth could "
                   "never match it)");
