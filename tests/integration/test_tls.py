@@ -72,6 +72,8 @@ def outcome(port, ctx):
 
 
 def curl(port, certs, *args):
+    if not shutil.which('curl'):
+        raise unittest.SkipTest('curl is not installed')
     r = subprocess.run(['curl', '-sS', '--cacert', certs.ca, '-o', '/dev/null', '-w',
                         '%{http_code}', *args, 'https://127.0.0.1:%d/-/healthy' % port],
                        capture_output=True, text=True, timeout=30)
@@ -81,7 +83,9 @@ def curl(port, certs, *args):
 class TlsInstance:
     """A uWSGI serving HTTPS from a web.yml next to fresh certificates."""
 
-    def __init__(self, test, yaml_extra=None, key='rsa:2048', users=None, **tls):
+    def __init__(self, test, key='rsa:2048', users=None, **tls):
+        if not shutil.which('openssl'):
+            test.skipTest('the openssl command is not installed')
         self.dir = tempfile.mkdtemp(prefix='uwsgi-prom-tls-')
         test.addCleanup(shutil.rmtree, self.dir, True)
         self.certs = Certificates(self.dir, key=key)
