@@ -32,6 +32,7 @@ bool IsConnectionError(int err) {
 
 ssize_t FdSocket::Read(char* buf, size_t len) {
   const ssize_t n = recv(fd, buf, len, 0);
+  received |= n > 0;
   return n >= 0 ? n : -errno;
 }
 
@@ -145,6 +146,7 @@ void EventLoop::Accept() {
     if (open_ >= setup_.max_connections) Evict(false);
     Slot& s = slots_[i];
     s.socket.fd = fd;
+    s.socket.received = false;
     s.registered = Connection::Interest::kReadable;
     const bool filtered = s.filter && s.filter->Open(&s.socket);
     s.stream = filtered ? static_cast<Socket*>(s.filter.get()) : &s.socket;
@@ -165,21 +167,34 @@ void EventLoop::Accept() {
   }
 }
 
-// Closes, in order of preference: a connection lingering after its last
-// reply, the one waiting longest for a complete request, or (unless
-// unfinished_only) the oldest one being answered.
+// Eviction order: 0 lingering after its last reply; 1 waiting for a
+// request that has not begun (silent since accept, or idle between
+// requests); 2 in the middle of a request or of a TLS handshake (a TLS
+// client needs round trips before its request can arrive, and must not
+// lose its place to connections that never sent a byte); 3 being answered.
+int EventLoop::EvictionRank(const Slot& s) const {
+  switch (s.conn.phase()) {
+    case Connection::Phase::kLinger:
+      return 0;
+    case Connection::Phase::kIdle:
+      return 1;
+    case Connection::Phase::kReading:
+      return s.socket.received || s.conn.buffered_input() > 0 ? 2 : 1;
+    default:
+      return 3;
+  }
+}
+
+// Closes the connection of the lowest rank (EvictionRank), the one waiting
+// longest among them; being answered (rank 3) only if not unfinished_only.
 bool EventLoop::Evict(bool unfinished_only) {
   size_t victim = slots_.size();
   int victim_rank = 0;
   for (size_t i = 0; i < slots_.size(); ++i) {
     const Connection& c = slots_[i].conn;
     if (c.closed()) continue;
-    const int rank = c.phase() == Connection::Phase::kLinger ? 0
-                     : c.phase() == Connection::Phase::kWriting ||
-                             c.phase() == Connection::Phase::kPaused
-                         ? 2
-                         : 1;
-    if (unfinished_only && rank == 2) continue;
+    const int rank = EvictionRank(slots_[i]);
+    if (unfinished_only && rank == 3) continue;
     if (victim == slots_.size() || rank < victim_rank ||
         (rank == victim_rank && c.order() < slots_[victim].conn.order())) {
       victim = i;

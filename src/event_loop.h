@@ -29,6 +29,7 @@ class FdSocket final : public Socket {
   ssize_t Write(const iovec* iov, int count) override;
   int ShutdownWrite() override;
   int fd = -1;
+  bool received = false;  // any byte read since accept (a TLS handshake's too)
 };
 
 struct EventLoopSetup {
@@ -83,6 +84,7 @@ class EventLoop {
   int64_t ExpireAndNextDeadline();
   void Accept();
   bool Evict(bool unfinished_only);
+  int EvictionRank(const Slot& s) const;
   void SetAccepting(bool on);
   void OnEvent(uint64_t tag);
   void Resume(size_t slot, uint64_t outcome);

@@ -426,6 +426,11 @@ ssize_t TlsSocket::FailedProtocol() {
       (ERR_GET_REASON(e) == SSL_R_HTTP_REQUEST || ERR_GET_REASON(e) == SSL_R_HTTPS_PROXY_REQUEST);
   if (plain_http) {
     ERR_clear_error();
+    // The rest of the request is read first: closing with unread input
+    // would reset the connection and could destroy the answer.
+    char discard[4096];
+    for (int i = 0; i < 16 && inner_->Read(discard, sizeof discard) > 0; ++i) {
+    }
     const iovec iov{const_cast<char*>(kPlainHttpAnswer), sizeof kPlainHttpAnswer - 1};
     inner_->Write(&iov, 1);  // one try: the client is not speaking TLS anyway
     inner_->ShutdownWrite();
