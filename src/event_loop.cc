@@ -18,6 +18,9 @@ namespace {
 constexpr int64_t kMs = 1000000;               // ns per ms
 constexpr int64_t kAcceptPauseNs = 100 * kMs;  // after EMFILE with nothing to evict
 constexpr int kMaxEvents = 64;
+// A new connection's first bytes need a round trip: until then it does not
+// count as silent (see EventLoop::EvictionRank).
+constexpr int64_t kFirstBytesGraceNs = 500 * kMs;
 
 // accept4() errors that concern only the connection being accepted.
 bool IsConnectionError(int err) {
@@ -147,6 +150,7 @@ void EventLoop::Accept() {
     Slot& s = slots_[i];
     s.socket.fd = fd;
     s.socket.received = false;
+    s.accepted_at = ctx_.now;
     s.registered = Connection::Interest::kReadable;
     const bool filtered = s.filter && s.filter->Open(&s.socket);
     s.stream = filtered ? static_cast<Socket*>(s.filter.get()) : &s.socket;
@@ -167,11 +171,12 @@ void EventLoop::Accept() {
   }
 }
 
-// Eviction order: 0 lingering after its last reply; 1 waiting for a
-// request that has not begun (silent since accept, or idle between
-// requests); 2 in the middle of a request or of a TLS handshake (a TLS
-// client needs round trips before its request can arrive, and must not
-// lose its place to connections that never sent a byte); 3 being answered.
+// Eviction order: 0 lingering after its last reply; 1 silent: idle
+// between requests, or no byte since an accept more than a round trip ago;
+// 2 no byte yet, just accepted; 3 in the middle of a request or of a TLS
+// handshake (a TLS client needs round trips before its request arrives,
+// and must not lose its place to connections that never sent a byte,
+// however fast they come); 4 being answered.
 int EventLoop::EvictionRank(const Slot& s) const {
   switch (s.conn.phase()) {
     case Connection::Phase::kLinger:
@@ -179,14 +184,15 @@ int EventLoop::EvictionRank(const Slot& s) const {
     case Connection::Phase::kIdle:
       return 1;
     case Connection::Phase::kReading:
-      return s.socket.received || s.conn.buffered_input() > 0 ? 2 : 1;
+      if (s.socket.received) return 3;
+      return ctx_.now - s.accepted_at >= kFirstBytesGraceNs ? 1 : 2;
     default:
-      return 3;
+      return 4;
   }
 }
 
 // Closes the connection of the lowest rank (EvictionRank), the one waiting
-// longest among them; being answered (rank 3) only if not unfinished_only.
+// longest among them; being answered (rank 4) only if not unfinished_only.
 bool EventLoop::Evict(bool unfinished_only) {
   size_t victim = slots_.size();
   int victim_rank = 0;
@@ -194,7 +200,7 @@ bool EventLoop::Evict(bool unfinished_only) {
     const Connection& c = slots_[i].conn;
     if (c.closed()) continue;
     const int rank = EvictionRank(slots_[i]);
-    if (unfinished_only && rank == 3) continue;
+    if (unfinished_only && rank == 4) continue;
     if (victim == slots_.size() || rank < victim_rank ||
         (rank == victim_rank && c.order() < slots_[victim].conn.order())) {
       victim = i;

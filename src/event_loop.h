@@ -77,6 +77,7 @@ class EventLoop {
     Connection conn;
     std::unique_ptr<Session> session;
     uint32_t generation = 0;  // in the epoll tag: spots events of a closed connection
+    int64_t accepted_at = 0;  // ctx_.now at accept
     Connection::Interest registered = Connection::Interest::kReadable;  // with epoll
   };
 
