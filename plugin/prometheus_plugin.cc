@@ -40,6 +40,7 @@ struct Options {
   int per_app = 0;
   int per_worker = 0;
   char* multiproc_dir = nullptr;
+  char* web_config = nullptr;
 } options;
 
 // Runtime state, owned by the master. Heap objects are intentionally not
@@ -76,6 +77,7 @@ RawConfig RawOptions() {
   raw.stats_uri = Given(options.stats_uri);
   raw.buckets = Given(options.buckets);
   raw.multiproc_dir = Given(options.multiproc_dir);
+  raw.web_config = Given(options.web_config);
   raw.collect_cores = options.collect_cores != 0;
   raw.per_app = options.per_app != 0;
   raw.per_worker = options.per_worker != 0;
@@ -179,13 +181,22 @@ bool StartServer(std::string* error) {
   HttpServerOptions server_options;
   server_options.address = state.config.address;
   server_options.log = Log;
-  if (!server->Listen(server_options, error)) return false;
+  const std::string& web_config = state.config.web_config;
+  if (!web_config.empty() && !server->UseWebConfig(web_config, error)) {
+    *error = OptionError("web-config", web_config, *error);
+    return false;
+  }
+  if (!server->Listen(server_options, error)) {
+    *error = OptionError("socket", state.config.address.ToString(), *error);
+    return false;
+  }
   Exporter* exporter = state.exporter;
   exporter->SetServerStats(&server->stats());  // before its thread can scrape
   if (!server->Start([exporter](const HttpRequest& req, HttpResponse* resp) {
         exporter->Handle(req, resp);
       }, error)) {
     exporter->SetServerStats(state.server ? &state.server->stats() : nullptr);
+    *error = OptionError("socket", state.config.address.ToString(), *error);
     return false;
   }
   state.server = server.release();
@@ -210,11 +221,15 @@ void Start(const UwsgiSettings& settings) {
     atexit(StopAtExit);
     state.atfork_registered = true;
   }
-  const std::string address = state.config.address.ToString();
-  if (!StartServer(&error)) Fatal(OptionError("socket", address, error));
+  if (!StartServer(&error)) Fatal(error);
+  // One line that says where the endpoint is exposed and how (a mistyped
+  // option name is ignored by uWSGI unless it runs with strict = true).
+  const ListenAddress& address = state.config.address;
+  const bool any = address.kind == ListenAddress::Kind::kTcp && address.host.empty();
   const std::string& stats_uri = exporter_options.model.stats_uri;
-  Log("serving metrics on " + address + exporter_options.metrics_path +
-      (stats_uri.empty() ? "" : " (stats_uri=\"" + stats_uri + "\")"));
+  Log("serving metrics on " + address.ToString() + exporter_options.metrics_path +
+      (any ? " (every interface)" : "") + ": " + state.server->SecuritySummary() +
+      (stats_uri.empty() ? "" : "; stats_uri=\"" + stats_uri + "\""));
 }
 
 // preinit_apps: in the master, after the worker table exists and before
@@ -320,6 +335,10 @@ struct uwsgi_option option_table[] = {
     {const_cast<char*>("prometheus-per-worker"), no_argument, 0,
      const_cast<char*>("label request metrics with worker_id instead of summing workers"),
      uwsgi_opt_true, &options.per_worker, 0},
+    {const_cast<char*>("prometheus-web-config"), required_argument, 0,
+     const_cast<char*>("web configuration file, as exporters' --web.config.file: TLS, client "
+                       "certificates, basic auth users and headers (re-read when it changes)"),
+     uwsgi_opt_set_str, &options.web_config, 0},
     {const_cast<char*>("prometheus-multiproc-dir"), required_argument, 0,
      const_cast<char*>("merge prometheus_client multi-process metrics from this directory into "
                        "the scrape (sets PROMETHEUS_MULTIPROC_DIR for the workers)"),
