@@ -44,6 +44,7 @@ struct Options {
   char* multiproc_dir = nullptr;
   int bind_fail_fast = 0;
   char* bind_retry = nullptr;
+  char* web_config = nullptr;
 } options;
 
 // Runtime state, owned by the master. Heap objects are intentionally not
@@ -86,6 +87,7 @@ RawConfig RawOptions() {
   raw.stats_uri = Given(options.stats_uri);
   raw.buckets = Given(options.buckets);
   raw.multiproc_dir = Given(options.multiproc_dir);
+  raw.web_config = Given(options.web_config);
   raw.collect_cores = options.collect_cores != 0;
   raw.per_app = options.per_app != 0;
   raw.per_worker = options.per_worker != 0;
@@ -187,17 +189,32 @@ void SetUpMultiproc() {
   state.exporter->AddProvider(MultiprocProvider(state.multiproc, Log));
 }
 
-// Binds and starts the endpoint, on the same server object at every
-// attempt (its Listen and Start are owner sections of its fork gate). A
-// process forked from the one that made it (daemonize2) gets an inert
-// copy, and a new object.
-bool StartServer(std::string* error, bool* in_use) {
+// The server object of this process, made once with its web configuration
+// and published before it first binds, so that forks from any thread find
+// it. A process forked from the one that made it (daemonize2) holds an
+// inert copy and gets a new object. Null with a message on a bad web
+// configuration.
+HttpServer* ServerOfThisProcess(std::string* error) {
   HttpServer* server = state.server.load();
-  if (!server || state.server_pid != getpid()) {
-    server = new HttpServer();  // never deleted: a forked copy may still point to it
-    state.server.store(server);
-    state.server_pid = getpid();
+  if (server && state.server_pid == getpid()) return server;
+  auto made = std::make_unique<HttpServer>();
+  const std::string& web_config = state.config.web_config;
+  if (!web_config.empty() && !made->UseWebConfig(web_config, error)) {
+    *error = OptionError("web-config", web_config, *error);
+    return nullptr;
   }
+  server = made.release();  // never deleted: a forked copy may still point to it
+  state.server.store(server);
+  state.server_pid = getpid();
+  return server;
+}
+
+// Binds and starts the endpoint, on the same server object at every
+// attempt (its Listen and Start are owner sections of its fork gate).
+// Errors are BindListener's, without the option's name.
+bool StartServer(std::string* error, bool* in_use) {
+  HttpServer* server = ServerOfThisProcess(error);
+  if (!server) return false;
   HttpServerOptions server_options;
   server_options.address = state.bind_address;
   server_options.log = Log;
@@ -244,6 +261,18 @@ void BindEndpoint(bool at_start) {
   for (const std::string& line : state.retry->Failed(now, error)) Log(line);
 }
 
+// One line that says where the endpoint is exposed and how (a mistyped
+// option name is ignored by uWSGI unless it runs with strict = true),
+// logged once it is bound.
+std::string ServingLine(const ExporterOptions& exporter_options) {
+  const ListenAddress& address = state.config.address;
+  const bool any = address.kind == ListenAddress::Kind::kTcp && address.host.empty();
+  const std::string& stats_uri = exporter_options.model.stats_uri;
+  return "serving metrics on " + address.ToString() + exporter_options.metrics_path +
+         (any ? " (every interface)" : "") + ": " + state.server.load()->SecuritySummary() +
+         (stats_uri.empty() ? "" : "; stats_uri=\"" + stats_uri + "\"");
+}
+
 void Start(const UwsgiSettings& settings) {
   std::string error;
   if (!ResolveConfig(RawOptions(), &state.config, &error)) Fatal(error);
@@ -259,12 +288,11 @@ void Start(const UwsgiSettings& settings) {
     atexit(StopAtExit);
     state.atfork_registered = true;
   }
-  const std::string address = state.config.address.ToString();
+  if (!ServerOfThisProcess(&error)) Fatal(error);
   state.bind_address = state.config.address;
+  const std::string address = state.config.address.ToString();
   if (!ResolveListenHost(&state.bind_address, &error)) Fatal(OptionError("socket", address, error));
-  const std::string& stats_uri = exporter_options.model.stats_uri;
-  state.serving = "serving metrics on " + address + exporter_options.metrics_path +
-                  (stats_uri.empty() ? "" : " (stats_uri=\"" + stats_uri + "\")");
+  state.serving = ServingLine(exporter_options);
   BindRetryOptions retry;
   retry.max_ns = int64_t{state.config.bind_retry_max_s} * 1000000000;
   state.retry = new BindRetry(address, InstanceText(), retry);
@@ -367,6 +395,10 @@ struct uwsgi_option option_table[] = {
     {const_cast<char*>("prometheus-per-worker"), no_argument, 0,
      const_cast<char*>("label request metrics with worker_id instead of summing workers"),
      uwsgi_opt_true, &options.per_worker, 0},
+    {const_cast<char*>("prometheus-web-config"), required_argument, 0,
+     const_cast<char*>("web configuration file, as exporters' --web.config.file: TLS, client "
+                       "certificates, basic auth users and headers (re-read when it changes)"),
+     uwsgi_opt_set_str, &options.web_config, 0},
     {const_cast<char*>("prometheus-multiproc-dir"), required_argument, 0,
      const_cast<char*>("merge prometheus_client multi-process metrics from this directory into "
                        "the scrape (sets PROMETHEUS_MULTIPROC_DIR for the workers)"),

@@ -31,7 +31,7 @@ with open(os.path.join(_gen, 'uwsgi_prometheus_build.h'), 'w') as f:
 CFLAGS = ['-std=c++17', '-fvisibility=hidden', '-fvisibility-inlines-hidden',
           '-I' + _src, '-I' + _gen, '-DUWSGI_PROMETHEUS_VERSION=\\"0.1.0\\"']
 LDFLAGS = ['-Wl,--exclude-libs,ALL', '-Wl,--version-script=' + os.path.join(_root, 'plugin', 'exports.map')]
-LIBS = ['-lprometheus-cpp-core', '-lfmt', '-ldeflate', '-lstdc++', '-lpthread']
+LIBS = ['-lprometheus-cpp-core', '-lfmt', '-ldeflate', '-lyaml', '-lssl', '-lcrypto', '-lcrypt', '-lstdc++', '-lpthread']
 
 
 def _core_sources():

@@ -24,6 +24,10 @@ constexpr ReasonText kReasons[kCloseReasonCount] = {
     {"incomplete", "a client closed its connection in the middle of a request"},
     {"reset", "a connection failed while receiving or sending (reset by the client?)"},
     {"error", "the endpoint could not serve a connection (out of memory or an epoll error)"},
+    {"tls_handshake",
+     "a TLS handshake failed (not TLS, no common version, cipher or curve, or a client "
+     "certificate missing or refused)"},
+    {"http_to_https", "a client sent plain HTTP to the HTTPS endpoint (answered 400)"},
     {"shutdown", nullptr},
 };
 
@@ -34,7 +38,7 @@ const char* CloseReasonName(CloseReason reason) {
   return i < kCloseReasonCount ? kReasons[i].name : "unknown";
 }
 
-void CloseLog::Note(CloseReason reason, int64_t now_ns) {
+void CloseLog::Note(CloseReason reason, int64_t now_ns, const std::string& detail) {
   const auto i = static_cast<size_t>(reason);
   if (i >= kCloseReasonCount || !kReasons[i].explanation || !log_) return;
   if (logged_[i] && now_ns - last_ns_[i] < interval_ns_) {
@@ -50,6 +54,7 @@ void CloseLog::Note(CloseReason reason, int64_t now_ns) {
     line += kReasons[i].name;
     line += "): ";
     line += kReasons[i].explanation;
+    if (!detail.empty()) line += " [" + detail + "]";
     if (unlogged > 0) {
       line += "; ";
       line += std::to_string(unlogged);

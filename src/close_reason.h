@@ -22,6 +22,8 @@ enum class CloseReason : uint8_t {
   kIncomplete,      // the client closed in the middle of a request
   kReset,           // the socket failed: reset by the peer, broken pipe...
   kError,           // the server could not go on with it (out of memory, epoll)
+  kTlsHandshake,    // the TLS handshake failed (not TLS, no common version or cipher, client cert)
+  kHttpToHttps,     // plain HTTP sent to the TLS endpoint (answered 400 in plain text)
   kShutdown,        // the server stopped
 };
 inline constexpr size_t kCloseReasonCount = static_cast<size_t>(CloseReason::kShutdown) + 1;
@@ -52,7 +54,8 @@ class CloseLog {
   explicit CloseLog(LogFn log, int64_t interval_ns = kMinuteNs)
       : log_(std::move(log)), interval_ns_(interval_ns) {}
 
-  void Note(CloseReason reason, int64_t now_ns);
+  // `detail` (may be empty) is added to the line, e.g. what OpenSSL said.
+  void Note(CloseReason reason, int64_t now_ns, const std::string& detail = std::string());
 
  private:
   LogFn log_;

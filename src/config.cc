@@ -94,6 +94,17 @@ bool ResolveBindRetry(const RawConfig& raw, Config* config, std::string* error) 
   return true;
 }
 
+bool ResolveWebConfig(const RawConfig& raw, Config* config, std::string* error) {
+  config->web_config.clear();
+  if (!raw.web_config) return true;
+  if (raw.web_config->empty()) {
+    *error = OptionError("web-config", "", "empty path; give the web configuration file");
+    return false;
+  }
+  config->web_config = *raw.web_config;
+  return true;
+}
+
 }  // namespace
 
 std::string InstanceName(const std::string& config_file) {
@@ -118,7 +129,7 @@ std::string OptionError(std::string_view option, std::string_view value, std::st
 bool ResolveConfig(const RawConfig& raw, Config* config, std::string* error) {
   if (!ResolvePath(raw, config, error) || !ResolveBuckets(raw, config, error) ||
       !ResolveSocket(raw, config, error) || !ResolveMultiprocDir(raw, config, error) ||
-      !ResolveBindRetry(raw, config, error)) {
+      !ResolveBindRetry(raw, config, error) || !ResolveWebConfig(raw, config, error)) {
     return false;
   }
   config->stats_uri = raw.stats_uri;

@@ -21,6 +21,7 @@ struct RawConfig {
   std::optional<std::string> stats_uri;      // --prometheus-stats-uri
   std::optional<std::string> buckets;        // --prometheus-buckets
   std::optional<std::string> multiproc_dir;  // --prometheus-multiproc-dir
+  std::optional<std::string> web_config;     // --prometheus-web-config
   bool collect_cores = false;                // --prometheus-collect-cores
   bool per_app = false;                      // --prometheus-per-app
   bool per_worker = false;                   // --prometheus-per-worker
@@ -37,6 +38,7 @@ struct Config {
   std::optional<std::string> stats_uri;  // unset: derived from uWSGI's --stats
   std::vector<double> buckets;           // request duration bounds, seconds
   std::string multiproc_dir;             // empty: off; no trailing '/'
+  std::string web_config;                // empty: none (plain HTTP, open)
   bool collect_cores = false;
   bool per_app = false;
   bool per_worker = false;

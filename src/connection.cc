@@ -144,17 +144,30 @@ void Connection::OnReady() {
       case Phase::kWriting:
         if (!Flush()) return;
         if (finishing_) return Finish();
-        if (Follow(session_->OnSent(&out_))) Serve();  // then any pipelined request
+        if (Follow(session_->OnSent(&out_))) ServeAndReadBuffered();  // any pipelined request
         return;
       case Phase::kLinger:
         return Drain();
+      case Phase::kPaused:
+        Read();  // only an error or hang-up is reported while paused: notice it
+        return;
       case Phase::kReading:
       case Phase::kIdle:
         Read();
-        if (!closed()) Serve();
+        if (!closed()) ServeAndReadBuffered();
         return;
     }
   } catch (...) {  // std::bad_alloc: give up on this connection, keep serving
+    Close(CloseReason::kError);
+  }
+}
+
+void Connection::Resume(uint64_t outcome) {
+  if (phase_ != Phase::kPaused) return;
+  try {
+    phase_ = paused_from_;
+    if (Follow(session_->OnResume(outcome, &out_))) ServeAndReadBuffered();
+  } catch (...) {
     Close(CloseReason::kError);
   }
 }
@@ -163,6 +176,7 @@ void Connection::OnDeadline() {
   switch (phase_) {
     case Phase::kReading:
     case Phase::kWriting:
+    case Phase::kPaused:
       return Close(CloseReason::kRequestTimeout);
     case Phase::kIdle:
       return Close(CloseReason::kIdleTimeout);
@@ -173,11 +187,15 @@ void Connection::OnDeadline() {
   }
 }
 
-void Connection::Read() {
+// Reads what the socket has, up to the input limit. Returns the number of
+// bytes added.
+size_t Connection::Read() {
   char buf[kReadChunk];
   // Never hold more than the limit: the session decides before that.
   const size_t limit = ctx_->max_input_bytes;
-  while (in_.size() < limit) {
+  const size_t before = in_.size();
+  want_write_ = false;
+  while (in_.size() < limit && !peer_eof_) {
     const ssize_t n = socket_->Read(buf, std::min(sizeof buf, limit - in_.size()));
     if (n > 0) {
       if (phase_ == Phase::kIdle) {  // first byte of the next request
@@ -187,12 +205,15 @@ void Connection::Read() {
       in_.append(buf, static_cast<size_t>(n));
     } else if (n == 0) {
       peer_eof_ = true;  // a complete request already sent is still answered
-      return;
+    } else if (n == -EAGAIN) {
+      want_write_ = socket_->WaitsForWritable(false);
+      break;
     } else if (n != -EINTR) {
-      if (n != -EAGAIN) Close(CloseReason::kReset);
-      return;
+      Close(socket_->FailureReason(n));
+      break;
     }
   }
+  return in_.size() - before;
 }
 
 // Hands the buffered input to the session until it waits for more, a reply
@@ -205,6 +226,18 @@ void Connection::Serve() {
     in_.erase(0, std::min(step.consumed, in_.size()));
     if (!Follow(step)) return;
     if (ctx_->fork_gate) ctx_->fork_gate->SafePoint();
+  }
+}
+
+// Serves, then goes on with input the socket holds but the fd will not
+// report (the rest of a TLS record) for as long as it adds bytes.
+void Connection::ServeAndReadBuffered() {
+  for (;;) {
+    Serve();
+    if ((phase_ != Phase::kReading && phase_ != Phase::kIdle) || !socket_->HasBufferedInput() ||
+        in_.size() >= ctx_->max_input_bytes || Read() == 0 || closed()) {
+      return;
+    }
   }
 }
 
@@ -227,6 +260,11 @@ bool Connection::Follow(SessionStep step) {
         return false;
       case SessionStep::Next::kClose:
         Close(step.reason);
+        return false;
+      case SessionStep::Next::kPause:
+        paused_from_ = phase_ == Phase::kWriting ? Phase::kWriting : Phase::kReading;
+        phase_ = Phase::kPaused;
+        want_write_ = false;
         return false;
       case SessionStep::Next::kWrite:
       case SessionStep::Next::kFinish:
@@ -262,10 +300,10 @@ bool Connection::Flush() {
     if (n > 0) {
       out_.Consume(static_cast<size_t>(n));
     } else if (n == 0 || n == -EAGAIN) {
-      want_write_ = true;
+      want_write_ = n == 0 || socket_->WaitsForWritable(true);
       return false;
     } else if (n != -EINTR) {
-      Close(CloseReason::kReset);
+      Close(socket_->FailureReason(n));
       return false;
     }
   }
@@ -289,7 +327,10 @@ void Connection::Drain() {
   for (;;) {
     const ssize_t n = socket_->Read(buf, sizeof buf);
     if (n == -EINTR) continue;
-    if (n == -EAGAIN) return;
+    if (n == -EAGAIN) {
+      want_write_ = socket_->WaitsForWritable(false);
+      return;
+    }
     if (n <= 0 || (drained_ += static_cast<size_t>(n)) > kLingerMaxBytes) break;
   }
   Close(reason_);

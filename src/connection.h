@@ -18,15 +18,23 @@
 // The seam. Everything between the socket and the protocol goes through
 // two small interfaces, so that layers can be added without touching the
 // loop or this state machine:
-//  - Socket is the byte stream. A TLS filter would be a Socket wrapping the
-//    fd's Socket: Read() decrypts, Write() encrypts, its handshake runs
-//    inside the first calls (returning -EAGAIN until it is done). The event
-//    loop would then also ask it which direction it waits for.
+//  - Socket is the byte stream. A SocketFilter (TLS, tls.h) is a Socket
+//    wrapping the fd's Socket: Read() decrypts, Write() encrypts, its
+//    handshake runs inside the first calls (returning -EAGAIN until it is
+//    done), and it says which readiness it waits for (WaitsForWritable),
+//    which the event loop asks epoll for.
 //  - Session is the protocol. It is handed every buffered input byte and
 //    appends replies to an OutputQueue; OnSent() is called whenever the
 //    queue has drained, so a reply can also be produced piece by piece. A
 //    response-body encoder (gzip) belongs on that side: the HTTP session
 //    compresses the body before queueing it, or chunk by chunk in OnSent().
+//  - A session may pause (kPause) while work it handed elsewhere runs (a
+//    password check on a thread pool): the connection then waits for
+//    nothing on its socket, keeps its deadline, and goes on when the loop
+//    calls Resume() with the outcome that a CompletionSource reported.
+//
+// Paused: kReading --session paused--> kPaused --Resume(outcome)--> (as the
+// session says: kWriting, kReading, closed); its deadline keeps running.
 #pragma once
 
 #include <sys/types.h>
@@ -34,6 +42,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -55,6 +64,28 @@ class Socket {
   virtual ssize_t Write(const iovec* iov, int count) = 0;
   // Ends our sending side (the peer reads end of stream): 0 or -errno.
   virtual int ShutdownWrite() = 0;
+
+  // After -EAGAIN from Read() (writing = false) or Write() (true): whether
+  // the socket waits to become writable rather than readable. A plain
+  // socket waits for what the call does; a TLS layer may have to write to
+  // go on reading (its handshake) or to read to go on writing.
+  virtual bool WaitsForWritable(bool writing) const { return writing; }
+  // Input taken from the fd that Read() has not returned yet (the rest of
+  // a TLS record): the fd will not report it as readable again.
+  virtual bool HasBufferedInput() const { return false; }
+  // Why the connection ends after Read() or Write() failed with `error`,
+  // and what went wrong in words (for the log; may be empty).
+  virtual CloseReason FailureReason(ssize_t /*error*/) const { return CloseReason::kReset; }
+  virtual std::string FailureDetail() const { return std::string(); }
+};
+
+// A layer over the fd's Socket, such as TLS. The event loop keeps one per
+// connection slot: Open() when a connection is accepted (false: it cannot
+// serve it), Release() once the connection is closed, before its fd is.
+class SocketFilter : public Socket {
+ public:
+  virtual bool Open(Socket* inner) = 0;
+  virtual void Release() = 0;
 };
 
 // Bytes that several connections send at once (one scrape body served to
@@ -118,6 +149,7 @@ struct SessionStep {
     kWrite,   // a reply is queued: send it, then call OnSent()
     kFinish,  // send what is queued, then close gracefully for `reason`
     kClose,   // close now for `reason`, dropping anything queued
+    kPause,   // wait, reading nothing, until Connection::Resume() (OnInput, OnSent)
   };
   Next next = Next::kRead;
   size_t consumed = 0;  // input bytes used up (OnInput only)
@@ -136,6 +168,25 @@ class Session {
   virtual SessionStep OnInput(std::string_view input, bool eof, OutputQueue* out) = 0;
   // Everything queued has been written (after kWrite).
   virtual SessionStep OnSent(OutputQueue* out) = 0;
+  // After kPause: the outcome of the work the session waited for, as its
+  // CompletionSource reported it. An outcome that is not the one awaited
+  // (stale: meant for an earlier connection) is answered with kPause.
+  virtual SessionStep OnResume(uint64_t /*outcome*/, OutputQueue* /*out*/) {
+    return {SessionStep::Next::kClose, 0, CloseReason::kError};
+  }
+};
+
+// Work that paused sessions wait for, finished off the event loop's thread.
+// The loop polls fd() and, when it is readable, calls Drain(), which hands
+// each finished piece of work to `resume`: the connection slot of the
+// session that asked for it (see EventLoop's session factory) and a word
+// the session understands.
+class CompletionSource {
+ public:
+  using ResumeFn = std::function<void(size_t slot, uint64_t outcome)>;
+  virtual ~CompletionSource() = default;
+  virtual int fd() const = 0;
+  virtual void Drain(const ResumeFn& resume) = 0;
 };
 
 // Settings and clock shared by the connections of one loop.
@@ -153,7 +204,9 @@ struct ConnectionContext {
 
 class Connection {
  public:
-  enum class Phase : uint8_t { kClosed, kReading, kWriting, kIdle, kLinger };
+  enum class Phase : uint8_t { kClosed, kReading, kWriting, kIdle, kLinger, kPaused };
+  // What the connection waits for on its socket.
+  enum class Interest : uint8_t { kReadable, kWritable, kNothing };
 
   // Starts serving a new connection; `socket`, `session` and `context`
   // must outlive it.
@@ -165,11 +218,19 @@ class Connection {
   void OnDeadline();
   // Closes at once, e.g. to evict it or at shutdown.
   void Abort(CloseReason reason) { Close(reason); }
+  // A paused session's work is done: hands it `outcome` and goes on as it
+  // says. Does nothing unless the connection is paused.
+  void Resume(uint64_t outcome);
 
   bool closed() const { return phase_ == Phase::kClosed; }
   Phase phase() const { return phase_; }
   CloseReason close_reason() const { return reason_; }
   bool wants_write() const { return want_write_; }
+  Interest interest() const {
+    return phase_ == Phase::kPaused ? Interest::kNothing
+           : want_write_            ? Interest::kWritable
+                                    : Interest::kReadable;
+  }
   int64_t deadline() const { return deadline_; }
   // When it last started waiting for a request (smaller = longer ago).
   uint64_t order() const { return order_; }
@@ -177,8 +238,9 @@ class Connection {
   size_t queued_output() const { return out_.size(); }
 
  private:
-  void Read();
+  size_t Read();
   void Serve();
+  void ServeAndReadBuffered();
   bool Follow(SessionStep step);
   void Replied();
   bool Flush();
@@ -193,6 +255,7 @@ class Connection {
   bool want_write_ = false;  // blocked on a write: wait for writability
   bool peer_eof_ = false;    // the client shut down its sending side
   bool finishing_ = false;   // close (gracefully) once the output is sent
+  Phase paused_from_ = Phase::kReading;  // kPaused: the phase to go back to
   CloseReason reason_ = CloseReason::kDone;  // finishing_'s, then the close's
   int64_t deadline_ = 0;
   uint64_t order_ = 0;

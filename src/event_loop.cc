@@ -1,6 +1,8 @@
 #include "event_loop.h"
 
 #include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
@@ -19,6 +21,9 @@ constexpr int kSendBufferBytes = 128 * 1024;  // the kernel doubles it for bookk
 constexpr int64_t kMs = 1000000;               // ns per ms
 constexpr int64_t kAcceptPauseNs = 100 * kMs;  // after EMFILE with nothing to evict
 constexpr int kMaxEvents = 64;
+// A new connection's first bytes need a round trip: until then it does not
+// count as silent (see EventLoop::EvictionRank).
+constexpr int64_t kFirstBytesGraceNs = 500 * kMs;
 
 // accept4() errors that concern only the connection being accepted.
 bool IsConnectionError(int err) {
@@ -33,6 +38,7 @@ bool IsConnectionError(int err) {
 
 ssize_t FdSocket::Read(char* buf, size_t len) {
   const ssize_t n = recv(fd, buf, len, 0);
+  received |= n > 0;
   return n >= 0 ? n : -errno;
 }
 
@@ -46,11 +52,14 @@ ssize_t FdSocket::Write(const iovec* iov, int count) {
 
 int FdSocket::ShutdownWrite() { return shutdown(fd, SHUT_WR) == 0 ? 0 : -errno; }
 
-EventLoop::EventLoop(const EventLoopSetup& setup,
-                     const std::function<std::unique_ptr<Session>()>& make)
+EventLoop::EventLoop(const EventLoopSetup& setup, const SessionFactory& make_session,
+                     const FilterFactory& make_filter)
     : setup_(setup), ctx_(setup_.context), slots_(setup.max_connections + 2) {
   ctx_.fork_gate = setup_.fork_gate;
-  for (Slot& s : slots_) s.session = make();
+  for (size_t i = 0; i < slots_.size(); ++i) {
+    slots_[i].session = make_session(i);
+    if (make_filter) slots_[i].filter = make_filter();
+  }
 }
 
 void EventLoop::SafePoint() {
@@ -78,6 +87,11 @@ void EventLoop::Run() {
         eventfd_read(setup_.wake_fd, &value);  // stopping and the gate are checked above
       } else if (tag == kListenTag) {
         Accept();
+      } else if (tag == kResumeTag) {
+        setup_.completions->Drain([this](size_t slot, uint64_t outcome) {
+          SafePoint();
+          Resume(slot, outcome);
+        });
       } else {
         OnEvent(tag);
       }
@@ -134,18 +148,27 @@ void EventLoop::Accept() {
     size_t i = 0;  // max_connections + 2 slots, open_ <= max_connections
     while (!slots_[i].conn.closed()) ++i;
     setup_.published[i].store(fd, std::memory_order_relaxed);  // publish first (fork)
+    // As Go's servers: replies go out at once. A TLS reply is several
+    // records, and Nagle would hold the next one for the client's delayed
+    // ACK (40 ms). Fails harmlessly on a UNIX socket.
+    const int on = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof on);
     setup_.stats->accepted.fetch_add(1, std::memory_order_relaxed);
     if (open_ >= setup_.max_connections) Evict(false);
     Slot& s = slots_[i];
     s.socket.fd = fd;
-    s.want_out = false;
-    s.conn.Open(&s.socket, s.session.get(), &ctx_);
+    s.socket.received = false;
+    s.accepted_at = ctx_.now;
+    s.registered = Connection::Interest::kReadable;
+    const bool filtered = s.filter && s.filter->Open(&s.socket);
+    s.stream = filtered ? static_cast<Socket*>(s.filter.get()) : &s.socket;
+    s.conn.Open(s.stream, s.session.get(), &ctx_);
     ++open_;
     setup_.stats->open_connections.fetch_add(1, std::memory_order_relaxed);
     epoll_event ev{};
     ev.events = EPOLLIN | EPOLLRDHUP;
     ev.data.u64 = Tag(i);
-    if (epoll_ctl(setup_.epoll_fd, EPOLL_CTL_ADD, fd, &ev) != 0) {
+    if ((s.filter && !filtered) || epoll_ctl(setup_.epoll_fd, EPOLL_CTL_ADD, fd, &ev) != 0) {
       s.conn.Abort(CloseReason::kError);
       Sync(i);
       continue;
@@ -156,19 +179,36 @@ void EventLoop::Accept() {
   }
 }
 
-// Closes, in order of preference: a connection lingering after its last
-// reply, the one waiting longest for a complete request, or (unless
-// unfinished_only) the oldest one being answered.
+// Eviction order: 0 lingering after its last reply; 1 silent: idle
+// between requests, or no byte since an accept more than a round trip ago;
+// 2 no byte yet, just accepted; 3 in the middle of a request or of a TLS
+// handshake (a TLS client needs round trips before its request arrives,
+// and must not lose its place to connections that never sent a byte,
+// however fast they come); 4 being answered.
+int EventLoop::EvictionRank(const Slot& s) const {
+  switch (s.conn.phase()) {
+    case Connection::Phase::kLinger:
+      return 0;
+    case Connection::Phase::kIdle:
+      return 1;
+    case Connection::Phase::kReading:
+      if (s.socket.received) return 3;
+      return ctx_.now - s.accepted_at >= kFirstBytesGraceNs ? 1 : 2;
+    default:
+      return 4;
+  }
+}
+
+// Closes the connection of the lowest rank (EvictionRank), the one waiting
+// longest among them; being answered (rank 4) only if not unfinished_only.
 bool EventLoop::Evict(bool unfinished_only) {
   size_t victim = slots_.size();
   int victim_rank = 0;
   for (size_t i = 0; i < slots_.size(); ++i) {
     const Connection& c = slots_[i].conn;
     if (c.closed()) continue;
-    const int rank = c.phase() == Connection::Phase::kLinger    ? 0
-                     : c.phase() == Connection::Phase::kWriting ? 2
-                                                                : 1;
-    if (unfinished_only && rank == 2) continue;
+    const int rank = EvictionRank(slots_[i]);
+    if (unfinished_only && rank == 4) continue;
     if (victim == slots_.size() || rank < victim_rank ||
         (rank == victim_rank && c.order() < slots_[victim].conn.order())) {
       victim = i;
@@ -206,16 +246,29 @@ void EventLoop::OnEvent(uint64_t tag) {
   Sync(i);
 }
 
-// After a connection was handled: waits for the readiness it now needs, or
-// closes its socket if it has ended.
+// A CompletionSource finished work for the session in `slot`. A slot closed
+// (or reused) since is told too: its session recognizes a stale outcome.
+void EventLoop::Resume(size_t slot, uint64_t outcome) {
+  if (slot >= slots_.size() || slots_[slot].conn.closed()) return;
+  ctx_.Tick();
+  slots_[slot].conn.Resume(outcome);
+  Sync(slot);
+}
+
+// After a connection was handled: waits for the readiness it now needs
+// (none while its session is paused: only errors and hang-ups are then
+// reported), or closes its socket if it has ended.
 void EventLoop::Sync(size_t i) {
   Slot& s = slots_[i];
-  if (!s.conn.closed() && s.conn.wants_write() != s.want_out) {
+  const Connection::Interest interest = s.conn.interest();
+  if (!s.conn.closed() && interest != s.registered) {
     epoll_event ev{};
-    ev.events = s.conn.wants_write() ? EPOLLOUT : EPOLLIN | EPOLLRDHUP;
+    ev.events = interest == Connection::Interest::kWritable   ? EPOLLOUT
+                 : interest == Connection::Interest::kReadable ? EPOLLIN | EPOLLRDHUP
+                                                               : 0;
     ev.data.u64 = Tag(i);
     if (epoll_ctl(setup_.epoll_fd, EPOLL_CTL_MOD, s.socket.fd, &ev) == 0) {
-      s.want_out = s.conn.wants_write();
+      s.registered = interest;
     } else {
       s.conn.Abort(CloseReason::kError);
     }
@@ -233,13 +286,16 @@ void EventLoop::Release(size_t i) {
   // Deregister first: a copy of the fd in a forked child would otherwise
   // keep the socket (and its epoll registration) alive.
   epoll_ctl(setup_.epoll_fd, EPOLL_CTL_DEL, s.socket.fd, nullptr);
+  const std::string detail =
+      setup_.close_log && s.stream ? s.stream->FailureDetail() : std::string();
+  if (s.filter) s.filter->Release();
   // Unpublish before close(): once closed, the number can be reused by
   // another thread of the process, and a child must never close that one.
   setup_.published[i].store(-1, std::memory_order_relaxed);
   close(s.socket.fd);
   s.socket.fd = -1;
   ++s.generation;
-  if (setup_.close_log) setup_.close_log->Note(reason, ctx_.now);
+  if (setup_.close_log) setup_.close_log->Note(reason, ctx_.now, detail);
 }
 
 }  // namespace uwsgi_prometheus

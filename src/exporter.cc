@@ -25,6 +25,27 @@ void AppendServerFamilies(const HttpServerStats& stats, std::vector<ServedFamily
   out->push_back(Counter("uwsgi_prometheus_http_requests_total",
                          "Well-formed requests answered by the metrics endpoint.",
                          stats.requests.load(std::memory_order_relaxed)));
+  prometheus::MetricFamily refused{
+      "uwsgi_prometheus_http_requests_refused_total",
+      "Requests refused by the web configuration's authentication, by reason: no_credentials, "
+      "wrong_credentials (or unknown user), too_many_checks (answered 429: password checks "
+      "queue full), config_error (answered 500: the file is broken).",
+      prometheus::MetricType::Counter, {}};
+  const std::pair<const char*, const std::atomic<uint64_t>*> reasons[] = {
+      {"config_error", &stats.config_broken},
+      {"no_credentials", &stats.auth_missing},
+      {"too_many_checks", &stats.auth_throttled},
+      {"wrong_credentials", &stats.auth_wrong}};
+  for (const auto& [reason, counter] : reasons) {
+    prometheus::ClientMetric m;
+    m.label.push_back({"reason", reason});
+    m.counter.value = static_cast<double>(counter->load(std::memory_order_relaxed));
+    refused.metric.push_back(std::move(m));
+  }
+  out->push_back({std::move(refused)});
+  out->push_back(Counter("uwsgi_prometheus_http_password_checks_total",
+                         "bcrypt password checks run (results not found in the cache).",
+                         stats.password_checks.load(std::memory_order_relaxed)));
   prometheus::MetricFamily closed{
       "uwsgi_prometheus_http_connections_closed_total",
       "Connections of the metrics endpoint closed, by reason (unusual ones are logged).",

@@ -12,6 +12,8 @@
 #include <utility>
 
 #include "event_loop.h"
+#include "verify_pool.h"
+#include "web_access.h"
 
 namespace uwsgi_prometheus {
 namespace {
@@ -64,6 +66,8 @@ HttpServer::~HttpServer() {
     (void)loop_.release();
     (void)http_.release();
     (void)close_log_.release();
+    (void)pool_.release();  // its mutex may have been held by a thread that is not here
+    (void)access_.release();
   }
   Stop();
 }
@@ -77,6 +81,44 @@ void* HttpServer::ThreadMain(void* server) {
   }
   self->gate_.ThreadExiting();
   return nullptr;
+}
+
+bool HttpServer::UseWebConfig(const std::string& path, std::string* error) {
+  if (thread_running_) return Fail(error, "already started");
+  auto access = std::make_unique<WebAccess>();
+  if (!access->Load(path, error)) return false;
+  access_ = std::move(access);
+  return true;
+}
+
+std::string HttpServer::SecuritySummary() const {
+  if (!access_) return "plain HTTP, no authentication";
+  const WebConfig& c = access_->config();
+  std::string out = c.tls ? "HTTPS" : "plain HTTP";
+  if (c.tls && c.tls->client_auth != ClientAuth::kNoClientCert) {
+    out += std::string(" (client certificates: ") + ClientAuthName(c.tls->client_auth) + ")";
+  }
+  out += c.users.empty() ? ", no authentication"
+                         : ", basic auth (" + std::to_string(c.users.size()) +
+                               (c.users.size() == 1 ? " user)" : " users)");
+  return out + ", web config " + access_->path();
+}
+
+// The password checks' threads, and the guard that every request passes.
+bool HttpServer::StartGuard(std::string* error) {
+  if (!access_) return true;
+  pool_ = std::make_unique<VerifyPool>();
+  if (!pool_->Start(VerifyPool::Options(), error)) return false;
+  access_->SetPool(pool_.get());
+  access_->SetLog(options_.log);
+  access_->SetStats(&stats_);
+  http_->guard = access_.get();
+  epoll_event ev{};
+  ev.events = EPOLLIN;
+  ev.data.u64 = EventLoop::kResumeTag;
+  if (epoll_ctl(epoll_fd_.load(), EPOLL_CTL_ADD, pool_->fd(), &ev) == 0) return true;
+  *error = "epoll: " + ErrnoText(errno);
+  return false;
 }
 
 bool HttpServer::Listen(const HttpServerOptions& options, std::string* error, bool* in_use) {
@@ -122,8 +164,10 @@ bool HttpServer::Start(HttpHandler handler, std::string* error) {
     return false;
   }
   stopping_.store(false);
-  if (StartThread(error)) return true;
+  if (StartGuard(error) && StartThread(error)) return true;
   loop_.reset();
+  if (pool_) pool_->Stop();
+  http_->guard = nullptr;
   CloseSlot(epoll_fd_);
   CloseSlot(wake_fd_);
   return false;
@@ -144,12 +188,19 @@ bool HttpServer::StartThread(std::string* error) {
     setup.fork_gate = &gate_;
     setup.stats = &stats_;
     setup.close_log = close_log_.get();
+    setup.completions = access_.get();
     setup.context.max_input_bytes = options_.max_request_bytes + 1;  // enough to tell "too large"
     setup.context.request_timeout_ns = Ms(options_.request_timeout_ms);
     setup.context.idle_timeout_ns = Ms(options_.idle_timeout_ms);
     setup.context.clock = NowNs;
     HttpContext* http = http_.get();
-    loop_ = std::make_unique<EventLoop>(setup, [http] { return std::make_unique<HttpSession>(http); });
+    WebAccess* access = access_.get();
+    EventLoop::FilterFactory tls;
+    if (access && access->config().tls) {
+      tls = [access] { return std::make_unique<TlsSocket>(access); };
+    }
+    loop_ = std::make_unique<EventLoop>(
+        setup, [http](size_t slot) { return std::make_unique<HttpSession>(http, slot); }, tls);
   } catch (const std::exception& e) {
     failure = e.what();
   }
@@ -193,6 +244,7 @@ void HttpServer::Stop() {
 
 void HttpServer::Teardown() {
   loop_.reset();
+  if (pool_) pool_->Stop();  // after the loop: nothing submits any more
   close_log_.reset();
   for (auto& slot : conn_fds_) CloseSlot(slot);
   CloseSlot(listen_fd_);
@@ -229,6 +281,7 @@ void HttpServer::ParentAfterFork() noexcept {
 // connection in the child sends no FIN: the parent still holds the socket.
 void HttpServer::ChildAfterFork() noexcept {
   forked_.store(true);
+  if (pool_) pool_->ChildAfterFork();
   for (auto& slot : conn_fds_) CloseSlot(slot);
   CloseSlot(listen_fd_);
   CloseSlot(epoll_fd_);

@@ -27,6 +27,8 @@
 namespace uwsgi_prometheus {
 
 class EventLoop;
+class VerifyPool;
+class WebAccess;
 
 struct HttpServerOptions {
   ListenAddress address;
@@ -52,6 +54,14 @@ class HttpServer {
   ~HttpServer();  // Stop()s
   HttpServer(const HttpServer&) = delete;
   HttpServer& operator=(const HttpServer&) = delete;
+
+  // Applies the web configuration file (web_config.h: TLS, basic auth,
+  // headers) to the endpoint; call before Start(). Returns false with the
+  // problem found in the file. Without it every request is served as is.
+  bool UseWebConfig(const std::string& path, std::string* error);
+  // What the endpoint does with it, for the start-up line: "HTTPS with
+  // basic auth (2 users)", "plain HTTP, no authentication"...
+  std::string SecuritySummary() const;
 
   // Creates, binds and listens (close-on-exec, non-blocking, SO_REUSEADDR;
   // a stale UNIX socket file is replaced only if nothing listens on it).
@@ -85,12 +95,15 @@ class HttpServer {
  private:
   static void* ThreadMain(void* server);
   bool StartThread(std::string* error);
+  bool StartGuard(std::string* error);
   void Teardown();
 
   HttpServerOptions options_;
   std::unique_ptr<HttpContext> http_;  // shared by the connections' sessions
   std::unique_ptr<CloseLog> close_log_;
   std::unique_ptr<EventLoop> loop_;
+  std::unique_ptr<WebAccess> access_;  // with a web configuration file
+  std::unique_ptr<VerifyPool> pool_;   // its password checks
   ForkGate gate_;
   // A plain pthread rather than std::thread: in a forked child the thread
   // does not exist, and a std::thread copy there can be neither joined nor

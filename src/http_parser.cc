@@ -84,6 +84,7 @@ struct FieldFacts {
   bool saw_close = false;
   bool saw_keep_alive = false;
   bool has_body = false;
+  bool saw_authorization = false;
 };
 
 // One "Name: value" field. Returns 200, or the status to answer.
@@ -100,6 +101,9 @@ int ParseField(std::string_view field, HttpRequest* req, FieldFacts* facts) {
   if (list) {
     if (!list->empty()) *list += ", ";
     list->append(value);
+  } else if (IEquals(name, "Authorization")) {
+    if (!facts->saw_authorization) req->authorization.assign(value);
+    facts->saw_authorization = true;
   } else if (IEquals(name, "Connection")) {
     ForEachToken(value, [facts](std::string_view token) {
       facts->saw_close |= IEquals(token, "close");
@@ -125,6 +129,7 @@ int ParseHead(std::string_view head, HttpRequest* req, bool* keep_alive) {
   if (status != 200) return status;
   req->accept.clear();
   req->accept_encoding.clear();
+  req->authorization.clear();
   FieldFacts facts;
   while (eol != std::string_view::npos && eol + 1 < head.size()) {
     const size_t start = eol + 1;

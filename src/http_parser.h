@@ -18,6 +18,7 @@ struct HttpRequest {
   std::string query;   // after '?', may be empty
   std::string accept;           // Accept header value, may be empty
   std::string accept_encoding;  // Accept-Encoding header value, may be empty
+  std::string authorization;    // the first Authorization header's value, may be empty
 };
 
 struct HttpParseResult {

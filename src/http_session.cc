@@ -1,6 +1,7 @@
 #include "http_session.h"
 
 #include <charconv>
+#include <utility>
 
 namespace uwsgi_prometheus {
 namespace {
@@ -11,10 +12,12 @@ const char* Reason(int status) {
   static constexpr std::pair<int, const char*> kReasons[] = {
       {200, "OK"},
       {400, "Bad Request"},
+      {401, "Unauthorized"},
       {404, "Not Found"},
       {405, "Method Not Allowed"},
       {406, "Not Acceptable"},
       {413, "Content Too Large"},
+      {429, "Too Many Requests"},
       {431, "Request Header Fields Too Large"},
       {500, "Internal Server Error"},
       {503, "Service Unavailable"}};
@@ -49,9 +52,51 @@ SessionStep HttpSession::OnInput(std::string_view input, bool eof, OutputQueue* 
   return Answer(r.consumed, !r.keep_alive || eof, out);
 }
 
+void HttpSession::Reset() {
+  scanned_ = 0;
+  paused_ = false;
+}
+
 SessionStep HttpSession::Answer(size_t consumed, bool close, OutputQueue* out) {
   scanned_ = 0;
   ctx_->stats->requests.fetch_add(1, std::memory_order_relaxed);
+  if (!ctx_->guard) return Serve(ctx_->request, close, consumed, out);
+  HttpResponse& r = ctx_->response;
+  uint64_t ticket = 0;
+  switch (ctx_->guard->Check(ctx_->request, slot_, &ticket, &r)) {
+    case HttpGuard::Verdict::kAllow:
+      return Serve(ctx_->request, close, consumed, out);
+    case HttpGuard::Verdict::kRefuse:
+      break;
+    case HttpGuard::Verdict::kWait:
+      // The context's request serves other connections meanwhile: keep ours.
+      std::swap(paused_request_, ctx_->request);
+      paused_ = true;
+      paused_close_ = close;
+      ticket_ = ticket;
+      return {SessionStep::Next::kPause, consumed, CloseReason::kDone};
+  }
+  Queue(close, ctx_->request.method == "HEAD", out);
+  return {close ? SessionStep::Next::kFinish : SessionStep::Next::kWrite, consumed,
+          CloseReason::kDone};
+}
+
+SessionStep HttpSession::OnResume(uint64_t outcome, OutputQueue* out) {
+  if (!paused_ || !ctx_->guard) return {SessionStep::Next::kPause, 0, CloseReason::kDone};
+  HttpResponse& r = ctx_->response;
+  const HttpGuard::Verdict verdict = ctx_->guard->Resumed(outcome, ticket_, &r);
+  if (verdict == HttpGuard::Verdict::kWait)
+    return {SessionStep::Next::kPause, 0, CloseReason::kDone};
+  paused_ = false;
+  if (verdict == HttpGuard::Verdict::kAllow) return Serve(paused_request_, paused_close_, 0, out);
+  Queue(paused_close_, paused_request_.method == "HEAD", out);
+  return {paused_close_ ? SessionStep::Next::kFinish : SessionStep::Next::kWrite, 0,
+          CloseReason::kDone};
+}
+
+// Runs the handler for an allowed request and queues its response.
+SessionStep HttpSession::Serve(const HttpRequest& request, bool close, size_t consumed,
+                               OutputQueue* out) {
   HttpResponse& r = ctx_->response;
   r.status = 200;
   r.content_type = kTextPlain;
@@ -59,11 +104,11 @@ SessionStep HttpSession::Answer(size_t consumed, bool close, OutputQueue* out) {
   r.shared_body = SharedBytes();
   r.extra_headers.clear();
   try {
-    ctx_->handler(ctx_->request, &r);
+    ctx_->handler(request, &r);
   } catch (...) {
     SetError(500);
   }
-  Queue(close, ctx_->request.method == "HEAD", out);
+  Queue(close, request.method == "HEAD", out);
   return {close ? SessionStep::Next::kFinish : SessionStep::Next::kWrite, consumed,
           CloseReason::kDone};
 }
@@ -94,6 +139,7 @@ void HttpSession::SetError(int status) {
 void HttpSession::Queue(bool close, bool head_only, OutputQueue* out) {
   HttpResponse& r = ctx_->response;
   if (r.status < 200 || r.status > 599) r.status = 500;
+  if (ctx_->guard) ctx_->guard->AddHeaders(&r);
   out->Append("HTTP/1.1 ");
   AppendInt(out, static_cast<uint64_t>(r.status));
   out->Append(" ");

@@ -1,5 +1,6 @@
 """Start a real uWSGI with the built plugin on loopback, scrape it, read its
 stats server, and clean up. Standard library only."""
+import base64
 import http.client
 import json
 import os
@@ -53,10 +54,18 @@ def wait_for(predicate, timeout=15.0, interval=0.05, what='condition'):
     raise AssertionError('timed out waiting for %s (last error: %r)' % (what, last_error))
 
 
+def basic_auth(user, password):
+    """An Authorization header for HTTP Basic auth."""
+    token = base64.b64encode(('%s:%s' % (user, password)).encode('utf-8')).decode('ascii')
+    return {'Authorization': 'Basic ' + token}
+
+
 def http_get(port, path='/metrics', method='GET', host='127.0.0.1', timeout=10, headers=None,
-             unix=None):
+             unix=None, ssl_context=None):
     if unix:
         conn = UnixHTTPConnection(unix, timeout=timeout)
+    elif ssl_context:
+        conn = http.client.HTTPSConnection(host, port, timeout=timeout, context=ssl_context)
     else:
         conn = http.client.HTTPConnection(host, port, timeout=timeout)
     try:
@@ -234,7 +243,11 @@ class Uwsgi:
 
     def __init__(self, extra=(), workers=2, master=True, with_plugin=True, plugin=None,
                  prometheus_socket=None, stats=True, threads=None, port=None,
-                 stats_address=None):
+                 stats_address=None, client_headers=None, ssl_context=None):
+        # What the endpoint's clients here send (credentials) and use (an
+        # ssl.SSLContext for HTTPS), when a web configuration asks for them.
+        self.client_headers = client_headers or {}
+        self.ssl_context = ssl_context
         self.dir = tempfile.mkdtemp(prefix='uwsgi-prom-test-')
         self.workers = workers
         self.port = port or free_port()    # the plugin's endpoint
@@ -295,7 +308,7 @@ class Uwsgi:
                                      start_new_session=True, env=sanitizer_env(self.dir))
         if wait and self.with_plugin:
             wait_for(lambda: self.proc.poll() is None and
-                     http_get(self.port, '/-/healthy', timeout=1)[0] == 200,
+                     self.get('/-/healthy', timeout=2)[0] == 200,
                      what=lambda: 'the prometheus endpoint (exit status %r, log: %s)' % (
                          self.proc.poll(), self.read_log()[-2000:]))
         if wait:
@@ -377,8 +390,14 @@ class Uwsgi:
     def __exit__(self, *exc):
         self.cleanup()
 
+    def get(self, path='/metrics', headers=None, timeout=10, method='GET'):
+        """The endpoint's answer, with this instance's credentials and TLS."""
+        return http_get(self.port, path, method=method, timeout=timeout,
+                        headers=dict(self.client_headers, **(headers or {})),
+                        ssl_context=self.ssl_context)
+
     def scrape(self, path='/metrics'):
-        status, headers, body = http_get(self.port, path)
+        status, headers, body = self.get(path)
         assert status == 200, (status, body)
         return body
 

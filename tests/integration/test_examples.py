@@ -1,6 +1,7 @@
 """The deployment examples: Prometheus rules (promtool check and unit tests),
 the demo's Prometheus config, and the Kubernetes manifests (built offline
 with `kubectl kustomize`, then checked for what the migration relies on)."""
+import base64
 import json
 import os
 import shutil
@@ -90,6 +91,73 @@ class KubernetesExamples(unittest.TestCase):
         keep = [r for r in relabel if r.get('action') == 'keep']
         self.assertIn({'source_labels': ['__meta_kubernetes_pod_container_port_name'],
                        'action': 'keep', 'regex': 'metrics'}, keep)
+
+
+@unittest.skipUnless(shutil.which('kubectl'), 'kubectl (Debian package kubernetes-client) is missing')
+class SecureKubernetesExample(unittest.TestCase):
+    """examples/kubernetes-secure: HTTPS and basic auth from a Secret, and
+    probes that authenticate; its web.yml served by a real uWSGI."""
+
+    @classmethod
+    def setUpClass(cls):
+        res = run(['kubectl', 'kustomize', os.path.join(EXAMPLES, 'kubernetes-secure')])
+        assert res.returncode == 0, res.stderr
+        cls.objects = {(o['kind'], o['metadata']['name']): o for o in yaml_documents(res.stdout)}
+        cls.pod = cls.objects[('Deployment', 'django-demo')]['spec']['template']
+        cls.container = cls.pod['spec']['containers'][0]
+        secret = cls.objects[('Secret', 'uwsgi-web-config')]
+        cls.web_yml = base64.b64decode(secret['data']['web.yml']).decode()
+
+    def probe_credentials(self):
+        found = set()
+        for probe in ('livenessProbe', 'readinessProbe'):
+            get = self.container[probe]['httpGet']
+            self.assertEqual((get['path'], get['port'], get['scheme']),
+                             ('/-/healthy', 'metrics', 'HTTPS'))
+            (header,) = get['httpHeaders']
+            self.assertEqual(header['name'], 'Authorization')
+            found.add(base64.b64decode(header['value'].split(' ', 1)[1]).decode())
+        self.assertEqual(len(found), 1)
+        return found.pop().split(':', 1)
+
+    def test_deployment_mounts_the_config_and_probes_authenticate(self):
+        env = {e['name']: e['value'] for e in self.container['env']}
+        self.assertEqual(env['UWSGI_PROMETHEUS_WEB_CONFIG'], '/etc/uwsgi/web/web.yml')
+        mounts = {m['name']: m['mountPath'] for m in self.container['volumeMounts']}
+        self.assertEqual(mounts['web-config'], '/etc/uwsgi/web')
+        self.assertEqual(mounts['metrics-tls'], '/etc/uwsgi/tls')
+        self.assertEqual(self.pod['metadata']['annotations']['prometheus.io/scheme'], 'https')
+        self.assertEqual(self.probe_credentials()[0], 'probe')
+
+    def test_its_web_config_is_served_and_lets_the_probe_in(self):
+        from harness import Uwsgi, basic_auth  # noqa: the plugin is needed from here on
+        from secure import Certificates
+        from test_tls import client_context
+        d = tempfile.mkdtemp(prefix='uwsgi-prom-k8s-')
+        self.addCleanup(shutil.rmtree, d, True)
+        certs = Certificates(d)
+        shutil.copy(certs.server[0], os.path.join(d, 'tls.crt'))
+        shutil.copy(certs.server[1], os.path.join(d, 'tls.key'))
+        path = os.path.join(d, 'web.yml')
+        with open(path, 'w') as f:
+            f.write(self.web_yml.replace('/etc/uwsgi/tls/', d + '/'))
+        user, password = self.probe_credentials()
+        with Uwsgi(workers=1, extra=[('prometheus-web-config', path)],
+                   client_headers=basic_auth(user, password),
+                   ssl_context=client_context(certs)) as u:
+            status, headers, _ = u.get('/-/healthy')
+            self.assertEqual(status, 200)
+            self.assertEqual(headers['Strict-Transport-Security'], 'max-age=31536000')
+            self.assertEqual(u.get(headers=basic_auth('prometheus', 'change-me-scrape'))[0], 200)
+            self.assertEqual(u.get(headers=basic_auth('probe', 'wrong'))[0], 401)
+
+    def test_servicemonitor_scrapes_https_with_basic_auth(self):
+        with open(os.path.join(EXAMPLES, 'kubernetes-secure', 'servicemonitor.yaml')) as f:
+            endpoint = yaml_documents(f.read())[0]['spec']['endpoints'][0]
+        self.assertEqual(endpoint['scheme'], 'https')
+        self.assertEqual(endpoint['port'], 'metrics')
+        self.assertIn('basicAuth', endpoint)
+        self.assertIn('ca', endpoint['tlsConfig'])
 
 
 if __name__ == '__main__':

@@ -4,6 +4,7 @@
 #include "connection.h"
 
 #include <catch2/catch.hpp>
+#include <cstring>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -42,6 +43,24 @@ struct LineEcho final : Session {
   SessionStep OnSent(OutputQueue*) override { return {}; }
   const char* big_data = nullptr;
   bool adopted_left_empty = false;
+};
+
+// Answers "wait" lines only once resumed with the matching word; other
+// lines are echoed.
+struct PausingEcho final : Session {
+  void Reset() override {}
+  SessionStep OnInput(std::string_view in, bool eof, OutputQueue* out) override {
+    if (in.substr(0, 5) == "wait\n") return {SessionStep::Next::kPause, 5, CloseReason::kDone};
+    return echo.OnInput(in, eof, out);
+  }
+  SessionStep OnSent(OutputQueue*) override { return {}; }
+  SessionStep OnResume(uint64_t outcome, OutputQueue* out) override {
+    if (outcome != awaited) return {SessionStep::Next::kPause, 0, CloseReason::kDone};
+    out->Append("resumed\n");
+    return {SessionStep::Next::kWrite, 0, CloseReason::kDone};
+  }
+  LineEcho echo;
+  uint64_t awaited = 7;
 };
 
 struct Harness {
@@ -188,6 +207,98 @@ TEST_CASE("shared bytes are sent without a copy and let go once written", "[conn
     REQUIRE(full.Gather(iov, OutputQueue::kMaxChunks) == 1);
     CHECK(std::string(static_cast<char*>(iov[0].iov_base), iov[0].iov_len) == "23456789!");
     CHECK(full.size() == 9);
+  }
+}
+
+TEST_CASE("a paused session waits for nothing on its socket until resumed", "[connection]") {
+  Harness h;
+  PausingEcho pausing;
+  h.conn.Open(&h.socket, &pausing, &h.ctx);
+  h.socket.incoming = "wait\nafter\n";
+  h.conn.OnReady();
+  REQUIRE(h.conn.phase() == Connection::Phase::kPaused);
+  CHECK(h.conn.interest() == Connection::Interest::kNothing);
+  CHECK(h.socket.written.empty());
+  CHECK(h.conn.buffered_input() == 6);  // the pipelined line waits its turn
+  SECTION("resumed with the awaited outcome: answers, then the pipelined line") {
+    h.conn.Resume(3);  // stale: still paused
+    CHECK(h.conn.phase() == Connection::Phase::kPaused);
+    h.conn.Resume(7);
+    CHECK(h.socket.written == "resumed\nafter\n");
+    CHECK(h.conn.phase() == Connection::Phase::kIdle);
+    CHECK(h.conn.interest() == Connection::Interest::kReadable);
+  }
+  SECTION("the request deadline keeps running while paused") {
+    g_now = h.conn.deadline();
+    h.conn.OnDeadline();
+    CHECK(h.conn.close_reason() == CloseReason::kRequestTimeout);
+    h.conn.Resume(7);  // after the close: ignored
+    CHECK(h.socket.written.empty());
+  }
+  SECTION("a reset while paused closes at once") {
+    h.socket.error = ECONNRESET;
+    h.conn.OnReady();
+    CHECK(h.conn.close_reason() == CloseReason::kReset);
+  }
+  SECTION("the client's EOF while paused: the answer still goes out") {
+    h.socket.eof = true;
+    h.conn.OnReady();
+    CHECK(h.conn.phase() == Connection::Phase::kPaused);
+    h.conn.Resume(7);
+    CHECK(h.socket.written == "resumed\nafter\n");
+  }
+  CHECK(h.socket.misuse == 0);
+}
+
+// A socket that, like TLS, holds input the fd no longer reports, and may
+// need the other direction.
+struct BufferingSocket final : Socket {
+  ssize_t Read(char* buf, size_t len) override {
+    if (held.empty()) return -EAGAIN;
+    const size_t n = std::min(len, held.size());
+    std::memcpy(buf, held.data(), n);
+    held.erase(0, n);
+    return static_cast<ssize_t>(n);
+  }
+  ssize_t Write(const iovec* iov, int count) override {
+    if (blocked_on_read) return -EAGAIN;
+    size_t n = 0;
+    for (int i = 0; i < count; ++i) {
+      written.append(static_cast<const char*>(iov[i].iov_base), iov[i].iov_len);
+      n += iov[i].iov_len;
+    }
+    return static_cast<ssize_t>(n);
+  }
+  int ShutdownWrite() override { return 0; }
+  bool WaitsForWritable(bool writing) const override { return !writing && handshake_writes; }
+  bool HasBufferedInput() const override { return !held.empty(); }
+  std::string held, written;
+  bool handshake_writes = false, blocked_on_read = false;
+};
+
+TEST_CASE("a filter's buffered input and wait direction are honoured", "[connection]") {
+  Harness h;
+  BufferingSocket s;
+  h.ctx.max_input_bytes = 8;
+  h.conn.Open(&s, &h.echo, &h.ctx);
+  SECTION("input beyond the limit that the fd will not report is read after each answer") {
+    s.held = "a\nb\nc\nd\ne\nf\n";  // 12 bytes, more than one read's worth
+    h.conn.OnReady();
+    CHECK(s.written == "a\nb\nc\nd\ne\nf\n");
+  }
+  SECTION("a read that must write waits for writability, a write that must read for input") {
+    s.handshake_writes = true;
+    h.conn.OnReady();
+    CHECK(h.conn.interest() == Connection::Interest::kWritable);
+    s.handshake_writes = false;
+    s.blocked_on_read = true;
+    s.held = "x\n";
+    h.conn.OnReady();
+    CHECK(h.conn.phase() == Connection::Phase::kWriting);
+    CHECK(h.conn.interest() == Connection::Interest::kReadable);
+    s.blocked_on_read = false;
+    h.conn.OnReady();
+    CHECK(s.written == "x\n");
   }
 }
 

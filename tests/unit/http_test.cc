@@ -430,6 +430,25 @@ TEST_CASE("over max_connections the oldest unfinished connection is evicted", "[
   CHECK(PeerClosed(silent[0].fd));  // the oldest went first
 }
 
+TEST_CASE("silent connections are evicted before ones that have begun a request", "[http]") {
+  HttpServerOptions options = Local();
+  options.max_connections = 8;
+  TestServer s(options);
+  Fd begun(Connect(s.port()));
+  SendAll(begun.fd, "GET / HT");  // the oldest, but it has sent something
+  std::vector<Fd> silent;
+  for (int i = 0; i < 7; ++i) silent.emplace_back(Connect(s.port()));
+  // Silent for longer than a round trip's grace (half a second) ...
+  std::this_thread::sleep_for(std::chrono::milliseconds(700));
+  // ... unlike the newcomers, which are evicted only after them.
+  for (int i = 0; i < 6; ++i) silent.emplace_back(Connect(s.port()));
+  CHECK(Status(Exchange(s.port(), "GET / HTTP/1.0\r\n\r\n")) == 200);
+  CHECK(s.stats().Closed(CloseReason::kEvicted) >= 7);
+  for (int i = 0; i < 7; ++i) CHECK(PeerClosed(silent[i].fd));
+  SendAll(begun.fd, "TP/1.0\r\n\r\n");
+  CHECK(Status(ReadAll(begun.fd)) == 200);
+}
+
 uint64_t TotalClosed(const HttpServerStats& stats) {
   uint64_t total = 0;
   for (const auto& n : stats.closed) total += n.load();
