@@ -213,6 +213,11 @@ class Rotation(unittest.TestCase):
 
 
 class HostileOnTls(unittest.TestCase):
+    @staticmethod
+    def closed_reasons(i):
+        return {dict(ls)['reason']: v for (n, ls), v in parse_exposition(i.u.scrape())[0].items()
+                if n == 'uwsgi_prometheus_http_connections_closed_total'}
+
     def test_hostile_clients_do_not_delay_scrapes(self):
         if raise_fd_limit(4096) < 1200:
             self.skipTest('cannot open enough file descriptors')
@@ -227,9 +232,14 @@ class HostileOnTls(unittest.TestCase):
         attack.start()
         try:
             times = []
-            for _ in range(30):
+            for k in range(30):
                 t0 = time.perf_counter()
-                self.assertEqual(i.u.get()[0], 200)
+                try:
+                    status = i.u.get()[0]
+                except OSError as e:  # say which close reasons the endpoint counted
+                    self.fail('scrape %d under attack failed: %r; closed so far: %s; log:\n%s' % (
+                        k, e, self.closed_reasons(i), i.u.read_log()[-3000:]))
+                self.assertEqual(status, 200)
                 times.append(time.perf_counter() - t0)
                 time.sleep(0.05)
         finally:
@@ -241,9 +251,7 @@ class HostileOnTls(unittest.TestCase):
               % (statistics.median(times) * 1e3, max(times) * 1e3))
         self.assertLess(statistics.median(times), 0.1)
         self.assertLess(sorted(times)[-2], 0.2)
-        closed = {dict(ls)['reason']: v for (n, ls), v in
-                  parse_exposition(i.u.scrape())[0].items()
-                  if n == 'uwsgi_prometheus_http_connections_closed_total'}
+        closed = self.closed_reasons(i)
         print('closed by reason: %s' % {k: int(v) for k, v in closed.items() if v})
         for reason in ('evicted', 'tls_handshake', 'http_to_https'):
             self.assertGreater(closed[reason], 0, reason)
