@@ -149,7 +149,7 @@ void Connection::OnReady() {
       case Phase::kLinger:
         return Drain();
       case Phase::kPaused:
-        Read();  // only an error or hang-up is reported while paused: notice it
+        Read();  // an error, or input while paused: keep it for later
         return;
       case Phase::kReading:
       case Phase::kIdle:
@@ -160,6 +160,17 @@ void Connection::OnReady() {
   } catch (...) {  // std::bad_alloc: give up on this connection, keep serving
     Close(CloseReason::kError);
   }
+}
+
+void Connection::OnHangup() {
+  if (phase_ != Phase::kPaused) return OnReady();
+  try {
+    Read();  // an error is closed for its own reason
+  } catch (...) {
+    Close(CloseReason::kError);
+  }
+  // Left open, the loop would be told of the hang-up again at once.
+  Close(peer_eof_ ? CloseReason::kIncomplete : CloseReason::kReset);
 }
 
 void Connection::Resume(uint64_t outcome) {
