@@ -142,16 +142,53 @@ HttpGuard::Verdict WebAccess::Check(const HttpRequest& request, size_t slot, uin
     return Verdict::kRefuse;
   }
   Count(&HttpStats::password_checks);
-  pending_.push_back({*ticket, key, known});
+  pending_.push_back({*ticket, key, known, false, user, hash});
   return Verdict::kWait;
 }
 
+// The configuration may have changed while the password was checked: it is
+// looked at again, and the check counts only for the user and hash it was
+// made against.
 HttpGuard::Verdict WebAccess::Resumed(uint64_t outcome, uint64_t ticket, HttpResponse* refusal) {
   if (VerifyPool::TicketOf(outcome) != ticket) return Verdict::kWait;
-  if (VerifyPool::MatchedOf(outcome)) return Verdict::kAllow;
+  Refresh();
+  if (broken_) {
+    StillAllowed(ticket, false);  // forgets the check
+    Count(&HttpStats::config_broken);
+    Refuse(500, refusal);
+    return Verdict::kRefuse;
+  }
+  if (StillAllowed(ticket, VerifyPool::MatchedOf(outcome))) return Verdict::kAllow;
   Count(&HttpStats::auth_wrong);
   Refuse(401, refusal);
   return Verdict::kRefuse;
+}
+
+// Forgets the finished check `ticket`; true if it matched and its user
+// still has the hash it was checked against (or basic auth is now off).
+bool WebAccess::StillAllowed(uint64_t ticket, bool matched) {
+  const auto it = std::find_if(pending_.begin(), pending_.end(),
+                               [ticket](const Pending& p) { return p.done && p.ticket == ticket; });
+  if (it == pending_.end()) return false;
+  const std::string user = std::move(it->user);
+  const std::string hash = std::move(it->hash);
+  pending_.erase(it);
+  if (config_.users.empty()) return true;
+  const auto now = config_.users.find(user);
+  return matched && now != config_.users.end() && now->second == hash;
+}
+
+void WebAccess::DropOldDone() {
+  size_t done = 0;
+  for (const Pending& p : pending_) done += p.done;
+  for (auto it = pending_.begin(); done > kMaxDone && it != pending_.end();) {
+    if (it->done) {
+      it = pending_.erase(it);
+      --done;
+    } else {
+      ++it;
+    }
+  }
 }
 
 // Every finished check is cached (also those whose connection has gone),
@@ -161,14 +198,14 @@ void WebAccess::Drain(const ResumeFn& resume) {
   pool_->Drain([this, &resume](size_t slot, uint64_t outcome) {
     const uint64_t ticket = VerifyPool::TicketOf(outcome);
     auto it = std::find_if(pending_.begin(), pending_.end(),
-                           [ticket](const Pending& p) { return p.ticket == ticket; });
+                           [ticket](const Pending& p) { return !p.done && p.ticket == ticket; });
     if (it == pending_.end()) return;
     const bool allowed = VerifyPool::MatchedOf(outcome) && it->known_user;
     cache_.Insert(it->key, allowed);
-    *it = pending_.back();
-    pending_.pop_back();
+    it->done = true;  // until Resumed()
     resume(slot, VerifyPool::Outcome(ticket, allowed));
   });
+  DropOldDone();
 }
 
 void WebAccess::Refuse(int status, HttpResponse* refusal) const {

@@ -72,11 +72,19 @@ class WebAccess final : public HttpGuard, public CompletionSource, public TlsCon
   void Drain(const ResumeFn& resume) override;
 
  private:
+  // A check in the pool, then (done) finished and waiting for Resumed(),
+  // which allows it only if `user` still has the `hash` that was checked.
   struct Pending {
     uint64_t ticket;
     AuthCache::Key key;
     bool known_user;
+    bool done;
+    std::string user;
+    std::string hash;
   };
+  // Finished checks kept for Resumed(); a connection closed in between never
+  // asks, so the oldest beyond this are dropped (and would be refused).
+  static constexpr size_t kMaxDone = 256;
 
   void Refresh();
   bool Changed();
@@ -85,6 +93,8 @@ class WebAccess final : public HttpGuard, public CompletionSource, public TlsCon
   void Broken(const std::string& error);
   void Refuse(int status, HttpResponse* refusal) const;
   void Count(std::atomic<uint64_t> HttpStats::*counter) const;
+  bool StillAllowed(uint64_t ticket, bool matched);
+  void DropOldDone();
 
   FileWatch file_;
   WebConfig config_;                         // the last good configuration
@@ -96,7 +106,7 @@ class WebAccess final : public HttpGuard, public CompletionSource, public TlsCon
   std::string last_error_;                   // logged; cleared when the file is good again
   AuthCache cache_;
   VerifyPool* pool_ = nullptr;
-  std::vector<Pending> pending_;  // checks in the pool
+  std::vector<Pending> pending_;  // checks in the pool or done, oldest first
   uint64_t last_ticket_ = 0;
   LogFn log_;
   HttpStats* stats_ = nullptr;
