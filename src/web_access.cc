@@ -13,6 +13,22 @@ constexpr const char* kTextPlain = "text/plain; charset=utf-8";
 
 }  // namespace
 
+std::string StandInHash(const std::map<std::string, std::string>& users) {
+  std::string hash = kFakeHash;
+  int max_cost = 0;
+  for (const auto& user : users) {
+    const std::string& h = user.second;  // "$2y$NN$...", checked by ParseWebConfig
+    if (h.size() > 6) max_cost = std::max(max_cost, (h[4] - '0') * 10 + (h[5] - '0'));
+  }
+  // Any salt and digest at a cost make a valid hash of that cost, which no
+  // password is found to match.
+  if (max_cost > 0) {
+    hash[4] = static_cast<char>('0' + max_cost / 10);
+    hash[5] = static_cast<char>('0' + max_cost % 10);
+  }
+  return hash;
+}
+
 bool WebAccess::Load(const std::string& path, std::string* error) {
   file_ = FileWatch(path, kMaxWebConfigBytes);
   if (!Reload(error)) return false;
@@ -44,6 +60,7 @@ bool WebAccess::Reload(std::string* error) {
   }
   if (parsed.tls && !LoadTls(*parsed.tls, error)) return false;
   config_ = std::move(parsed);
+  stand_in_hash_ = StandInHash(config_.users);
   return true;
 }
 
@@ -127,7 +144,7 @@ HttpGuard::Verdict WebAccess::Check(const HttpRequest& request, size_t slot, uin
   }
   const auto it = config_.users.find(user);
   const bool known = it != config_.users.end();
-  const std::string& hash = known ? it->second : std::string(kFakeHash);
+  const std::string& hash = known ? it->second : stand_in_hash_;
   const AuthCache::Key key = cache_.KeyFor(user, hash, password);
   if (const auto hit = cache_.Find(key)) {
     if (*hit && known) return Verdict::kAllow;

@@ -25,6 +25,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -38,6 +39,12 @@
 #include "web_config.h"
 
 namespace uwsgi_prometheus {
+
+// The hash unknown users are checked against: exporter-toolkit's stand-in
+// (a cost 10 bcrypt hash) with the highest cost among `users` (validated
+// bcrypt hashes), so that an unknown user takes as long as the slowest
+// known one; at cost 10 without users.
+std::string StandInHash(const std::map<std::string, std::string>& users);
 
 class WebAccess final : public HttpGuard, public CompletionSource, public TlsContextSource {
  public:
@@ -98,6 +105,7 @@ class WebAccess final : public HttpGuard, public CompletionSource, public TlsCon
 
   FileWatch file_;
   WebConfig config_;                         // the last good configuration
+  std::string stand_in_hash_;                // for unknown users, from config_
   std::vector<FileWatch> tls_files_;         // cert, key and client CA files in use
   std::unique_ptr<TlsContext> tls_context_;  // made from them
   bool tls_ = false;                         // the endpoint's scheme, fixed at start-up

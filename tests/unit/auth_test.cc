@@ -298,3 +298,21 @@ TEST_CASE("WebAccess: a check that finishes after the file changed is judged by 
     CHECK(resumed() == V::kAllow);
   }
 }
+
+TEST_CASE("unknown users are checked at the highest cost among the users", "[auth]") {
+  CHECK(StandInHash({}).substr(0, 7) == "$2y$10$");
+  CHECK(StandInHash({{"a", kRight}}).substr(0, 7) == "$2y$04$");
+  const std::string cost12 = std::string("$2y$12$") + std::string(kRight).substr(7);
+  const std::string cost11 = std::string("$2b$11$") + std::string(kOther).substr(7);
+  const std::string hash = StandInHash({{"a", kRight}, {"b", cost12}, {"c", cost11}});
+  CHECK(hash.substr(0, 7) == "$2y$12$");
+  CHECK(hash.size() == 60);
+  SECTION("and it is a hash that crypt_r computes, matching no password") {
+    VerifyPool pool;
+    StartPool(&pool, 1, 4);
+    REQUIRE(pool.Submit(1, 1, "fakepassword", StandInHash({{"a", kRight}})));
+    std::vector<std::pair<size_t, uint64_t>> outcomes;
+    WaitAndDrain(&pool, &outcomes, 1);
+    CHECK_FALSE(VerifyPool::MatchedOf(outcomes[0].second));
+  }
+}
