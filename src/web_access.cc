@@ -1,5 +1,7 @@
 #include "web_access.h"
 
+#include <openssl/crypto.h>
+
 #include <algorithm>
 
 namespace uwsgi_prometheus {
@@ -87,6 +89,7 @@ bool WebAccess::LoadTls(const TlsServerConfig& tls, std::string* error) {
     }
   }
   std::unique_ptr<TlsContext> context = TlsContext::Build(tls, files, error);
+  OPENSSL_cleanse(files.key.data(), files.key.size());  // the context holds the key
   if (!context) return false;
   tls_context_ = std::move(context);
   return true;

@@ -316,3 +316,42 @@ TEST_CASE("unknown users are checked at the highest cost among the users", "[aut
     CHECK_FALSE(VerifyPool::MatchedOf(outcomes[0].second));
   }
 }
+
+namespace {
+
+// Pauses every request, then allows it; remembers the header it was shown.
+struct PausingGuard final : HttpGuard {
+  Verdict Check(const HttpRequest& request, size_t, uint64_t* ticket, HttpResponse*) override {
+    seen = request.authorization;
+    *ticket = 1;
+    return Verdict::kWait;
+  }
+  Verdict Resumed(uint64_t outcome, uint64_t ticket, HttpResponse*) override {
+    return outcome == ticket ? Verdict::kAllow : Verdict::kWait;
+  }
+  void AddHeaders(HttpResponse*) const override {}
+  std::string seen;
+};
+
+}  // namespace
+
+TEST_CASE("the Authorization header is not kept once the guard has seen it", "[auth]") {
+  PausingGuard guard;
+  HttpStats stats;
+  HttpContext ctx;
+  ctx.guard = &guard;
+  ctx.stats = &stats;
+  std::string handled = "not called";
+  ctx.handler = [&](const HttpRequest& request, HttpResponse*) { handled = request.authorization; };
+  HttpSession session(&ctx);
+  session.Reset();
+  OutputQueue out;
+  const std::string request =
+      "GET /metrics HTTP/1.1\r\nHost: x\r\nAuthorization: " + Header("prometheus:right") +
+      "\r\n\r\n";
+  REQUIRE(session.OnInput(request, false, &out).next == SessionStep::Next::kPause);
+  CHECK(guard.seen == Header("prometheus:right"));
+  CHECK(ctx.request.authorization.empty());
+  CHECK(session.OnResume(1, &out).next == SessionStep::Next::kWrite);
+  CHECK(handled.empty());  // the paused copy was cleared too
+}
