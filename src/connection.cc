@@ -1,6 +1,7 @@
 #include "connection.h"
 
 #include <errno.h>
+#include <openssl/crypto.h>
 
 #include <algorithm>
 
@@ -234,7 +235,9 @@ size_t Connection::Read() {
 void Connection::Serve() {
   while (phase_ == Phase::kReading || phase_ == Phase::kIdle) {
     const SessionStep step = session_->OnInput(in_, peer_eof_, &out_);
-    in_.erase(0, std::min(step.consumed, in_.size()));
+    const size_t used = std::min(step.consumed, in_.size());
+    OPENSSL_cleanse(in_.data(), used);  // a request may carry a password
+    in_.erase(0, used);
     if (!Follow(step)) return;
     if (ctx_->fork_gate) ctx_->fork_gate->SafePoint();
   }
@@ -354,7 +357,9 @@ void Connection::Close(CloseReason reason) {
   if (phase_ != Phase::kLinger) reason_ = reason;
   phase_ = Phase::kClosed;
   want_write_ = false;
-  // A closed slot keeps no memory: the next connection may never come.
+  // A closed slot keeps no memory (nor bytes a forked worker would inherit):
+  // the next connection may never come.
+  OPENSSL_cleanse(in_.data(), in_.size());
   std::string().swap(in_);
   out_.Release();
 }

@@ -13,6 +13,12 @@ constexpr const char* kFakeHash = "$2y$10$QOauhQNbBCuQDKes6eFzPeMqBSjb7Mr5DUmpZ/
 
 constexpr const char* kTextPlain = "text/plain; charset=utf-8";
 
+// Zeroes a string's bytes when it goes out of scope (a password).
+struct CleanseOnExit {
+  std::string* bytes;
+  ~CleanseOnExit() { OPENSSL_cleanse(bytes->data(), bytes->size()); }
+};
+
 }  // namespace
 
 std::string StandInHash(const std::map<std::string, std::string>& users) {
@@ -139,6 +145,7 @@ HttpGuard::Verdict WebAccess::Check(const HttpRequest& request, size_t slot, uin
   }
   if (config_.users.empty()) return Verdict::kAllow;
   std::string user, password;
+  const CleanseOnExit wipe{&password};
   if (!ParseBasicAuth(request.authorization, &user, &password) ||
       password.find('\0') != std::string::npos) {
     Count(&HttpStats::auth_missing);
