@@ -4,6 +4,8 @@
 // request and multi-process families, health.h judges the heartbeat);
 // uwsgi_source.cc reads uWSGI's memory.
 #include <dlfcn.h>
+#include <openssl/crypto.h>
+#include <openssl/ssl.h>
 #include <pthread.h>
 #include <unistd.h>
 
@@ -285,6 +287,11 @@ void Start(const UwsgiSettings& settings) {
   SetUpMultiproc();
   if (!state.atfork_registered) {
     pthread_atfork(PrepareFork, ParentAfterFork, ChildAfterFork);
+    // OpenSSL registers its own exit cleanup when it initialises, and exit
+    // runs handlers last registered first: initialised now, it is torn down
+    // only after StopAtExit has stopped the server thread that uses it.
+    OPENSSL_init_crypto(0, nullptr);
+    OPENSSL_init_ssl(0, nullptr);
     atexit(StopAtExit);
     state.atfork_registered = true;
   }

@@ -19,7 +19,7 @@ enum class CloseReason : uint8_t {
   kEvicted,         // cut short to make room under max_connections (not when lingering)
   kBadRequest,      // malformed request or one the server refuses (answered 4xx first)
   kTooLarge,        // request over the size limit (answered 431 first)
-  kIncomplete,      // the client closed in the middle of a request
+  kIncomplete,      // the client closed in the middle of a request (or before its answer)
   kReset,           // the socket failed: reset by the peer, broken pipe...
   kError,           // the server could not go on with it (out of memory, epoll)
   kTlsHandshake,    // the TLS handshake failed (not TLS, no common version or cipher, client cert)

@@ -1,6 +1,7 @@
 #include "connection.h"
 
 #include <errno.h>
+#include <openssl/crypto.h>
 
 #include <algorithm>
 
@@ -149,7 +150,7 @@ void Connection::OnReady() {
       case Phase::kLinger:
         return Drain();
       case Phase::kPaused:
-        Read();  // only an error or hang-up is reported while paused: notice it
+        Read();  // an error, or input while paused: keep it for later
         return;
       case Phase::kReading:
       case Phase::kIdle:
@@ -160,6 +161,17 @@ void Connection::OnReady() {
   } catch (...) {  // std::bad_alloc: give up on this connection, keep serving
     Close(CloseReason::kError);
   }
+}
+
+void Connection::OnHangup() {
+  if (phase_ != Phase::kPaused) return OnReady();
+  try {
+    Read();  // an error is closed for its own reason
+  } catch (...) {
+    Close(CloseReason::kError);
+  }
+  // Left open, the loop would be told of the hang-up again at once.
+  Close(peer_eof_ ? CloseReason::kIncomplete : CloseReason::kReset);
 }
 
 void Connection::Resume(uint64_t outcome) {
@@ -223,7 +235,9 @@ size_t Connection::Read() {
 void Connection::Serve() {
   while (phase_ == Phase::kReading || phase_ == Phase::kIdle) {
     const SessionStep step = session_->OnInput(in_, peer_eof_, &out_);
-    in_.erase(0, std::min(step.consumed, in_.size()));
+    const size_t used = std::min(step.consumed, in_.size());
+    OPENSSL_cleanse(in_.data(), used);  // a request may carry a password
+    in_.erase(0, used);
     if (!Follow(step)) return;
     if (ctx_->fork_gate) ctx_->fork_gate->SafePoint();
   }
@@ -343,7 +357,9 @@ void Connection::Close(CloseReason reason) {
   if (phase_ != Phase::kLinger) reason_ = reason;
   phase_ = Phase::kClosed;
   want_write_ = false;
-  // A closed slot keeps no memory: the next connection may never come.
+  // A closed slot keeps no memory (nor bytes a forked worker would inherit):
+  // the next connection may never come.
+  OPENSSL_cleanse(in_.data(), in_.size());
   std::string().swap(in_);
   out_.Release();
 }

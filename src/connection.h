@@ -214,6 +214,12 @@ class Connection {
   // The socket is ready for what wants_write() says (or may be: spurious
   // calls are harmless).
   void OnReady();
+  // The socket reported a hang-up or an error (EPOLLHUP, EPOLLERR). Only
+  // these are reported while paused, and reading may not notice them (end
+  // of stream already seen, input buffer full): a paused connection then
+  // closes, kReset or, after the client's end of stream, kIncomplete.
+  // Otherwise as OnReady().
+  void OnHangup();
   // context->now has reached deadline(): closes the connection.
   void OnDeadline();
   // Closes at once, e.g. to evict it or at shutdown.

@@ -93,7 +93,7 @@ void EventLoop::Run() {
           Resume(slot, outcome);
         });
       } else {
-        OnEvent(tag);
+        OnEvent(tag, events[i].events);
       }
     }
   }
@@ -175,7 +175,7 @@ void EventLoop::Accept() {
     }
     // The request is often there already: answer it before later accepts in
     // this batch can evict the connection.
-    OnEvent(ev.data.u64);
+    OnEvent(ev.data.u64, EPOLLIN);
   }
 }
 
@@ -236,13 +236,19 @@ void EventLoop::SetAccepting(bool on) {
   }
 }
 
-void EventLoop::OnEvent(uint64_t tag) {
+void EventLoop::OnEvent(uint64_t tag, uint32_t events) {
   const size_t i = static_cast<size_t>(tag & 0xffffffffu);
   if (i >= slots_.size()) return;
   Slot& s = slots_[i];
   // Closed (and maybe reused) earlier in this batch: the generation tells.
   if (s.conn.closed() || s.generation != static_cast<uint32_t>(tag >> 32)) return;
-  s.conn.OnReady();
+  // A paused connection waits for nothing: told of a hang-up, it must end
+  // it, or level-triggered epoll reports it again and again.
+  if (events & (EPOLLHUP | EPOLLERR)) {
+    s.conn.OnHangup();
+  } else {
+    s.conn.OnReady();
+  }
   Sync(i);
 }
 

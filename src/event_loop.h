@@ -87,7 +87,7 @@ class EventLoop {
   bool Evict(bool unfinished_only);
   int EvictionRank(const Slot& s) const;
   void SetAccepting(bool on);
-  void OnEvent(uint64_t tag);
+  void OnEvent(uint64_t tag, uint32_t events);
   void Resume(size_t slot, uint64_t outcome);
   void Sync(size_t slot);
   void Release(size_t slot);

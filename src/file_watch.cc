@@ -4,6 +4,8 @@
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
 #include <unistd.h>
 
 #include "listen_address.h"
@@ -18,6 +20,15 @@ int64_t WallNs() {
 }
 
 int64_t Ns(const timespec& ts) { return int64_t{ts.tv_sec} * 1000000000 + ts.tv_nsec; }
+
+std::array<unsigned char, 32> Sha256(const std::string& bytes) {
+  std::array<unsigned char, 32> digest{};
+  unsigned int len = 0;
+  if (EVP_Digest(bytes.data(), bytes.size(), digest.data(), &len, EVP_sha256(), nullptr) != 1) {
+    digest.fill(0xff);  // only without memory
+  }
+  return digest;
+}
 
 }  // namespace
 
@@ -48,6 +59,7 @@ bool ReadSmallFile(const std::string& path, size_t max_bytes, std::string* conte
     }
   }
   close(fd);
+  OPENSSL_cleanse(buf, sizeof buf);  // a key file's bytes: not left on the stack
   return ok;
 }
 
@@ -71,7 +83,7 @@ bool FileWatch::Read(std::string* content, std::string* error) {
   checked_at_ns_ = WallNs();
   stamp_ = Look();  // before reading: a write after this shows in the next Look()
   read_ok_ = ReadSmallFile(path_, max_bytes_, content, error);
-  content_ = read_ok_ ? *content : std::string();
+  digest_ = Sha256(read_ok_ ? *content : std::string());
   return read_ok_;
 }
 
@@ -85,7 +97,9 @@ bool FileWatch::Changed() {
   if (checked_at_ns_ - latest > kRacyNs) return false;
   const int64_t when = WallNs();
   std::string bytes, error;
-  if (!ReadSmallFile(path_, max_bytes_, &bytes, &error) || bytes != content_) return true;
+  const bool same = ReadSmallFile(path_, max_bytes_, &bytes, &error) && Sha256(bytes) == digest_;
+  OPENSSL_cleanse(bytes.data(), bytes.size());
+  if (!same) return true;
   checked_at_ns_ = when;
   return false;
 }

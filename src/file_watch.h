@@ -5,9 +5,11 @@
 // at the kernel's clock granularity (a few milliseconds), so two writes of
 // the same size within one tick look alike: while the file's times are
 // that recent, its bytes are compared too (at most for kRacyNs after the
-// last write).
+// last write), through a SHA-256 digest: the watch keeps no copy of the
+// file, which may be a private key (forked workers would inherit it).
 #pragma once
 
+#include <array>
 #include <cstddef>
 #include <cstdint>
 #include <string>
@@ -47,9 +49,9 @@ class FileWatch {
   std::string path_;
   size_t max_bytes_ = 0;
   Stamp stamp_;          // as of the last Read()
-  std::string content_;  // what the last Read() returned
+  std::array<unsigned char, 32> digest_{};  // SHA-256 of what the last Read() returned
   bool read_ok_ = false;
-  int64_t checked_at_ns_ = 0;  // wall clock when content_ was last known current
+  int64_t checked_at_ns_ = 0;  // wall clock when digest_ was last known current
 };
 
 // Reads a regular file of at most `max_bytes` (non-blocking open: a FIFO

@@ -1,5 +1,7 @@
 #include "http_session.h"
 
+#include <openssl/crypto.h>
+
 #include <charconv>
 #include <utility>
 
@@ -63,7 +65,13 @@ SessionStep HttpSession::Answer(size_t consumed, bool close, OutputQueue* out) {
   if (!ctx_->guard) return Serve(ctx_->request, close, consumed, out);
   HttpResponse& r = ctx_->response;
   uint64_t ticket = 0;
-  switch (ctx_->guard->Check(ctx_->request, slot_, &ticket, &r)) {
+  const HttpGuard::Verdict verdict = ctx_->guard->Check(ctx_->request, slot_, &ticket, &r);
+  // Checked (or handed to the pool): the password is not kept, in this
+  // process or in the workers it forks.
+  std::string& authorization = ctx_->request.authorization;
+  OPENSSL_cleanse(authorization.data(), authorization.size());
+  authorization.clear();
+  switch (verdict) {
     case HttpGuard::Verdict::kAllow:
       return Serve(ctx_->request, close, consumed, out);
     case HttpGuard::Verdict::kRefuse:

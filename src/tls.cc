@@ -147,6 +147,9 @@ bool LoadClientCa(SSL_CTX* ctx, const TlsServerConfig& config, const TlsFiles& f
   ERR_clear_error();
   if (count == 0)
     return Fail(error, "client_ca_file", config.client_ca_file, "no PEM certificate in it");
+  // As Go: every certificate of the file is a trust anchor, an intermediate
+  // CA too (OpenSSL would otherwise want a chain up to a self-signed root).
+  X509_STORE_set_flags(store, X509_V_FLAG_PARTIAL_CHAIN);
   return true;
 }
 

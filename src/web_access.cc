@@ -1,5 +1,7 @@
 #include "web_access.h"
 
+#include <openssl/crypto.h>
+
 #include <algorithm>
 
 namespace uwsgi_prometheus {
@@ -11,7 +13,29 @@ constexpr const char* kFakeHash = "$2y$10$QOauhQNbBCuQDKes6eFzPeMqBSjb7Mr5DUmpZ/
 
 constexpr const char* kTextPlain = "text/plain; charset=utf-8";
 
+// Zeroes a string's bytes when it goes out of scope (a password).
+struct CleanseOnExit {
+  std::string* bytes;
+  ~CleanseOnExit() { OPENSSL_cleanse(bytes->data(), bytes->size()); }
+};
+
 }  // namespace
+
+std::string StandInHash(const std::map<std::string, std::string>& users) {
+  std::string hash = kFakeHash;
+  int max_cost = 0;
+  for (const auto& user : users) {
+    const std::string& h = user.second;  // "$2y$NN$...", checked by ParseWebConfig
+    if (h.size() > 6) max_cost = std::max(max_cost, (h[4] - '0') * 10 + (h[5] - '0'));
+  }
+  // Any salt and digest at a cost make a valid hash of that cost, which no
+  // password is found to match.
+  if (max_cost > 0) {
+    hash[4] = static_cast<char>('0' + max_cost / 10);
+    hash[5] = static_cast<char>('0' + max_cost % 10);
+  }
+  return hash;
+}
 
 bool WebAccess::Load(const std::string& path, std::string* error) {
   file_ = FileWatch(path, kMaxWebConfigBytes);
@@ -44,6 +68,7 @@ bool WebAccess::Reload(std::string* error) {
   }
   if (parsed.tls && !LoadTls(*parsed.tls, error)) return false;
   config_ = std::move(parsed);
+  stand_in_hash_ = StandInHash(config_.users);
   return true;
 }
 
@@ -70,6 +95,7 @@ bool WebAccess::LoadTls(const TlsServerConfig& tls, std::string* error) {
     }
   }
   std::unique_ptr<TlsContext> context = TlsContext::Build(tls, files, error);
+  OPENSSL_cleanse(files.key.data(), files.key.size());  // the context holds the key
   if (!context) return false;
   tls_context_ = std::move(context);
   return true;
@@ -119,6 +145,7 @@ HttpGuard::Verdict WebAccess::Check(const HttpRequest& request, size_t slot, uin
   }
   if (config_.users.empty()) return Verdict::kAllow;
   std::string user, password;
+  const CleanseOnExit wipe{&password};
   if (!ParseBasicAuth(request.authorization, &user, &password) ||
       password.find('\0') != std::string::npos) {
     Count(&HttpStats::auth_missing);
@@ -127,7 +154,7 @@ HttpGuard::Verdict WebAccess::Check(const HttpRequest& request, size_t slot, uin
   }
   const auto it = config_.users.find(user);
   const bool known = it != config_.users.end();
-  const std::string& hash = known ? it->second : std::string(kFakeHash);
+  const std::string& hash = known ? it->second : stand_in_hash_;
   const AuthCache::Key key = cache_.KeyFor(user, hash, password);
   if (const auto hit = cache_.Find(key)) {
     if (*hit && known) return Verdict::kAllow;
@@ -142,16 +169,53 @@ HttpGuard::Verdict WebAccess::Check(const HttpRequest& request, size_t slot, uin
     return Verdict::kRefuse;
   }
   Count(&HttpStats::password_checks);
-  pending_.push_back({*ticket, key, known});
+  pending_.push_back({*ticket, key, known, false, user, hash});
   return Verdict::kWait;
 }
 
+// The configuration may have changed while the password was checked: it is
+// looked at again, and the check counts only for the user and hash it was
+// made against.
 HttpGuard::Verdict WebAccess::Resumed(uint64_t outcome, uint64_t ticket, HttpResponse* refusal) {
   if (VerifyPool::TicketOf(outcome) != ticket) return Verdict::kWait;
-  if (VerifyPool::MatchedOf(outcome)) return Verdict::kAllow;
+  Refresh();
+  if (broken_) {
+    StillAllowed(ticket, false);  // forgets the check
+    Count(&HttpStats::config_broken);
+    Refuse(500, refusal);
+    return Verdict::kRefuse;
+  }
+  if (StillAllowed(ticket, VerifyPool::MatchedOf(outcome))) return Verdict::kAllow;
   Count(&HttpStats::auth_wrong);
   Refuse(401, refusal);
   return Verdict::kRefuse;
+}
+
+// Forgets the finished check `ticket`; true if it matched and its user
+// still has the hash it was checked against (or basic auth is now off).
+bool WebAccess::StillAllowed(uint64_t ticket, bool matched) {
+  const auto it = std::find_if(pending_.begin(), pending_.end(),
+                               [ticket](const Pending& p) { return p.done && p.ticket == ticket; });
+  if (it == pending_.end()) return false;
+  const std::string user = std::move(it->user);
+  const std::string hash = std::move(it->hash);
+  pending_.erase(it);
+  if (config_.users.empty()) return true;
+  const auto now = config_.users.find(user);
+  return matched && now != config_.users.end() && now->second == hash;
+}
+
+void WebAccess::DropOldDone() {
+  size_t done = 0;
+  for (const Pending& p : pending_) done += p.done;
+  for (auto it = pending_.begin(); done > kMaxDone && it != pending_.end();) {
+    if (it->done) {
+      it = pending_.erase(it);
+      --done;
+    } else {
+      ++it;
+    }
+  }
 }
 
 // Every finished check is cached (also those whose connection has gone),
@@ -161,14 +225,14 @@ void WebAccess::Drain(const ResumeFn& resume) {
   pool_->Drain([this, &resume](size_t slot, uint64_t outcome) {
     const uint64_t ticket = VerifyPool::TicketOf(outcome);
     auto it = std::find_if(pending_.begin(), pending_.end(),
-                           [ticket](const Pending& p) { return p.ticket == ticket; });
+                           [ticket](const Pending& p) { return !p.done && p.ticket == ticket; });
     if (it == pending_.end()) return;
     const bool allowed = VerifyPool::MatchedOf(outcome) && it->known_user;
     cache_.Insert(it->key, allowed);
-    *it = pending_.back();
-    pending_.pop_back();
+    it->done = true;  // until Resumed()
     resume(slot, VerifyPool::Outcome(ticket, allowed));
   });
+  DropOldDone();
 }
 
 void WebAccess::Refuse(int status, HttpResponse* refusal) const {

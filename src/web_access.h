@@ -25,6 +25,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -38,6 +39,12 @@
 #include "web_config.h"
 
 namespace uwsgi_prometheus {
+
+// The hash unknown users are checked against: exporter-toolkit's stand-in
+// (a cost 10 bcrypt hash) with the highest cost among `users` (validated
+// bcrypt hashes), so that an unknown user takes as long as the slowest
+// known one; at cost 10 without users.
+std::string StandInHash(const std::map<std::string, std::string>& users);
 
 class WebAccess final : public HttpGuard, public CompletionSource, public TlsContextSource {
  public:
@@ -72,11 +79,19 @@ class WebAccess final : public HttpGuard, public CompletionSource, public TlsCon
   void Drain(const ResumeFn& resume) override;
 
  private:
+  // A check in the pool, then (done) finished and waiting for Resumed(),
+  // which allows it only if `user` still has the `hash` that was checked.
   struct Pending {
     uint64_t ticket;
     AuthCache::Key key;
     bool known_user;
+    bool done;
+    std::string user;
+    std::string hash;
   };
+  // Finished checks kept for Resumed(); a connection closed in between never
+  // asks, so the oldest beyond this are dropped (and would be refused).
+  static constexpr size_t kMaxDone = 256;
 
   void Refresh();
   bool Changed();
@@ -85,9 +100,12 @@ class WebAccess final : public HttpGuard, public CompletionSource, public TlsCon
   void Broken(const std::string& error);
   void Refuse(int status, HttpResponse* refusal) const;
   void Count(std::atomic<uint64_t> HttpStats::*counter) const;
+  bool StillAllowed(uint64_t ticket, bool matched);
+  void DropOldDone();
 
   FileWatch file_;
   WebConfig config_;                         // the last good configuration
+  std::string stand_in_hash_;                // for unknown users, from config_
   std::vector<FileWatch> tls_files_;         // cert, key and client CA files in use
   std::unique_ptr<TlsContext> tls_context_;  // made from them
   bool tls_ = false;                         // the endpoint's scheme, fixed at start-up
@@ -96,7 +114,7 @@ class WebAccess final : public HttpGuard, public CompletionSource, public TlsCon
   std::string last_error_;                   // logged; cleared when the file is good again
   AuthCache cache_;
   VerifyPool* pool_ = nullptr;
-  std::vector<Pending> pending_;  // checks in the pool
+  std::vector<Pending> pending_;  // checks in the pool or done, oldest first
   uint64_t last_ticket_ = 0;
   LogFn log_;
   HttpStats* stats_ = nullptr;

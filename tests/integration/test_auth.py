@@ -2,11 +2,13 @@
 headers, against a real uWSGI: right and wrong passwords, unknown users,
 every route behind the same authentication, the headers on every answer,
 changes to the file applied without a restart, a file broken at run time
-(500, logged once) and a bad file at start-up (uWSGI stops)."""
+(500, logged once), a bad file at start-up (uWSGI stops), and no busy loop
+when a client resets while its password is being checked."""
 import os
 import re
 import shutil
 import socket
+import struct
 import subprocess
 import tempfile
 import time
@@ -219,6 +221,44 @@ class FileChanges(unittest.TestCase):
             body = i.u.scrape()
             self.assertGreaterEqual(counter(body, 'uwsgi_prometheus_http_requests_refused_total',
                                             reason='config_error'), 10)
+
+
+def thread_cpu_ns(pid, name):
+    """CPU time so far of the thread `name` of process `pid` (schedstat)."""
+    for tid in os.listdir('/proc/%d/task' % pid):
+        try:
+            with open('/proc/%d/task/%s/comm' % (pid, tid)) as f:
+                if f.read().strip() != name:
+                    continue
+            with open('/proc/%d/task/%s/schedstat' % (pid, tid)) as f:
+                return int(f.read().split()[0])
+        except OSError:
+            continue
+    raise unittest.SkipTest('no thread %s (or no schedstat)' % name)
+
+
+class ClientGoneWhilePaused(unittest.TestCase):
+    def test_a_reset_during_a_slow_check_does_not_spin_the_loop(self):
+        # The request pauses for a slow check; the client fills the input
+        # buffer behind it and resets. Epoll reports the hang-up even with
+        # no events asked for: the loop must close, not spin.
+        slow = bcrypt_hash('slow-pass', cost=14)
+        with Instance({'prometheus': 's3cret'}) as i:
+            write_file(i.path, users_yaml(dict(i.hashes, slow=slow)))
+            i.u.get('/-/healthy')  # the file is read again
+            master = i.u.proc.pid
+            s = socket.create_connection(('127.0.0.1', i.u.port))
+            auth = basic_auth('slow', 'slow-pass')['Authorization']
+            s.sendall(('GET /metrics HTTP/1.1\r\nHost: x\r\nAuthorization: %s\r\n\r\n'
+                       % auth).encode() + b'x' * 8300)
+            time.sleep(0.2)  # read and paused
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack('ii', 1, 0))
+            s.close()  # RST
+            before = thread_cpu_ns(master, 'prometheus-http')
+            time.sleep(0.5)  # the check (cost 14) is still running
+            spent = thread_cpu_ns(master, 'prometheus-http') - before
+            self.assertLess(spent, 50 * 1000 * 1000, 'server thread busy while paused')
+            self.assertEqual(i.u.get('/-/healthy')[0], 200)
 
 
 class AtStartUp(unittest.TestCase):

@@ -22,7 +22,7 @@ import urllib.request
 import warnings
 
 from harness import Uwsgi, basic_auth, free_port, parse_exposition, wait_for
-from secure import Certificates, bcrypt_hash, users_yaml, write_file
+from secure import Certificates, bcrypt_hash, openssl, users_yaml, write_file
 from test_hostile import Attack, raise_fd_limit
 
 VERSIONS = [('TLS10', 'TLSv1', '1.0'), ('TLS11', 'TLSv1_1', '1.1'), ('TLS12', 'TLSv1_2', '1.2'),
@@ -181,6 +181,29 @@ class ClientCertificates(unittest.TestCase):
         self.assertIn('endpoint closed a connection (tls_handshake)', i.u.read_log())
         self.assertRegex(i.u.read_log(), r'\[(peer did not return a certificate|'
                                          r'certificate verify failed)')
+
+
+class IntermediateCa(unittest.TestCase):
+    def test_client_ca_file_with_only_an_intermediate_trusts_its_clients(self):
+        # As Go: each certificate of client_ca_file is a trust anchor, even
+        # one that is not self-signed; the client sends its leaf alone.
+        i = TlsInstance(self, client_auth_type='NoClientCert')
+        ext = i.certs.path('inter.ext')
+        write_file(ext, 'basicConstraints=critical,CA:TRUE\n'
+                        'keyUsage=critical,keyCertSign,cRLSign\n')
+        openssl('req', *i.certs._key_args(), '-nodes', '-subj', '/CN=test inter',
+                '-keyout', i.certs.path('inter.key'), '-out', i.certs.path('inter.csr'))
+        openssl('x509', '-req', '-in', i.certs.path('inter.csr'), '-CA', i.certs.ca,
+                '-CAkey', i.certs.path('ca.key'), '-CAcreateserial', '-days', '2',
+                '-extfile', ext, '-out', i.certs.path('inter.pem'))
+        leaf = i.certs.make_leaf('inter-client', 'inter', 'clientAuth')
+        i.write(client_auth_type='RequireAndVerifyClientCert', client_ca_file='inter.pem')
+        for version in ('TLSv1_2', 'TLSv1_3'):
+            with self.subTest(version=version):
+                self.assertEqual(outcome(i.u.port, client_context(i.certs, version, leaf)), 200)
+                # signed by the root only, which the file does not hold
+                self.assertNotEqual(
+                    outcome(i.u.port, client_context(i.certs, version, i.certs.client)), 200)
 
 
 class Rotation(unittest.TestCase):

@@ -188,18 +188,28 @@ TEST_CASE("FileWatch sees edits in place within one clock tick", "[auth]") {
   CHECK(watch.Changed());
 }
 
-TEST_CASE("WebAccess: cache hits inline, misses paused for the pool, refusals", "[auth]") {
+// A WebAccess loaded from a file, with a pool and counters.
+struct Guarded {
+  explicit Guarded(const std::string& text) {
+    f.Write(text);
+    std::string error;
+    REQUIRE(access.Load(f.path, &error));
+    REQUIRE(pool.Start(VerifyPool::Options(), &error));
+    access.SetPool(&pool);
+    access.SetStats(&stats);
+  }
   TempFile f;
-  f.Write(std::string("basic_auth_users:\n  prometheus: ") + kRight +
-          "\nhttp_server_config:\n  headers:\n    X-Frame-Options: deny\n");
   WebAccess access;
-  std::string error;
-  REQUIRE(access.Load(f.path, &error));
   VerifyPool pool;
-  REQUIRE(pool.Start(VerifyPool::Options(), &error));
-  access.SetPool(&pool);
   HttpStats stats;
-  access.SetStats(&stats);
+};
+
+TEST_CASE("WebAccess: cache hits inline, misses paused for the pool, refusals", "[auth]") {
+  Guarded g(std::string("basic_auth_users:\n  prometheus: ") + kRight +
+            "\nhttp_server_config:\n  headers:\n    X-Frame-Options: deny\n");
+  TempFile& f = g.f;
+  WebAccess& access = g.access;
+  HttpStats& stats = g.stats;
   std::vector<std::string> logged;
   access.SetLog([&](const std::string& line) { logged.push_back(line); });
   HttpRequest req;
@@ -247,4 +257,101 @@ TEST_CASE("WebAccess: cache hits inline, misses paused for the pool, refusals", 
   CHECK(access.Check(req, 9, &ticket, &resp) == V::kAllow);  // no users now: open
   CHECK(logged.size() == 2);
   CHECK(stats.config_broken == 2);
+}
+
+TEST_CASE("WebAccess: a check that finishes after the file changed is judged by the new file",
+          "[auth]") {
+  Guarded g(std::string("basic_auth_users:\n  prometheus: ") + kRight + "\n  other: " + kOther +
+            "\n");
+  TempFile& f = g.f;
+  WebAccess& access = g.access;
+  HttpRequest req;
+  req.authorization = Header("prometheus:right");
+  HttpResponse resp;
+  uint64_t ticket = 0;
+  using V = HttpGuard::Verdict;
+  REQUIRE(access.Check(req, 3, &ticket, &resp) == V::kWait);
+  auto resumed = [&] {
+    std::vector<std::pair<size_t, uint64_t>> outcomes;
+    WaitAndDrain(&access, &outcomes, 1);
+    return access.Resumed(outcomes[0].second, ticket, &resp);
+  };
+  SECTION("unchanged: allowed") { CHECK(resumed() == V::kAllow); }
+  SECTION("the user's hash changed: refused") {
+    f.Write(std::string("basic_auth_users:\n  prometheus: ") + kOther + "\n");
+    CHECK(resumed() == V::kRefuse);
+    CHECK(resp.status == 401);
+  }
+  SECTION("the user was removed: refused") {
+    f.Write(std::string("basic_auth_users:\n  other: ") + kOther + "\n");
+    CHECK(resumed() == V::kRefuse);
+    CHECK(resp.status == 401);
+  }
+  SECTION("the file is broken now: 500") {
+    f.Write("basic_auth_users: [");
+    CHECK(resumed() == V::kRefuse);
+    CHECK(resp.status == 500);
+    CHECK(g.stats.config_broken == 1);
+  }
+  SECTION("basic auth is off now: allowed") {
+    f.Write("");
+    CHECK(resumed() == V::kAllow);
+  }
+}
+
+TEST_CASE("unknown users are checked at the highest cost among the users", "[auth]") {
+  CHECK(StandInHash({}).substr(0, 7) == "$2y$10$");
+  CHECK(StandInHash({{"a", kRight}}).substr(0, 7) == "$2y$04$");
+  const std::string cost12 = std::string("$2y$12$") + std::string(kRight).substr(7);
+  const std::string cost11 = std::string("$2b$11$") + std::string(kOther).substr(7);
+  const std::string hash = StandInHash({{"a", kRight}, {"b", cost12}, {"c", cost11}});
+  CHECK(hash.substr(0, 7) == "$2y$12$");
+  CHECK(hash.size() == 60);
+  SECTION("and it is a hash that crypt_r computes, matching no password") {
+    VerifyPool pool;
+    StartPool(&pool, 1, 4);
+    REQUIRE(pool.Submit(1, 1, "fakepassword", StandInHash({{"a", kRight}})));
+    std::vector<std::pair<size_t, uint64_t>> outcomes;
+    WaitAndDrain(&pool, &outcomes, 1);
+    CHECK_FALSE(VerifyPool::MatchedOf(outcomes[0].second));
+  }
+}
+
+namespace {
+
+// Pauses every request, then allows it; remembers the header it was shown.
+struct PausingGuard final : HttpGuard {
+  Verdict Check(const HttpRequest& request, size_t, uint64_t* ticket, HttpResponse*) override {
+    seen = request.authorization;
+    *ticket = 1;
+    return Verdict::kWait;
+  }
+  Verdict Resumed(uint64_t outcome, uint64_t ticket, HttpResponse*) override {
+    return outcome == ticket ? Verdict::kAllow : Verdict::kWait;
+  }
+  void AddHeaders(HttpResponse*) const override {}
+  std::string seen;
+};
+
+}  // namespace
+
+TEST_CASE("the Authorization header is not kept once the guard has seen it", "[auth]") {
+  PausingGuard guard;
+  HttpStats stats;
+  HttpContext ctx;
+  ctx.guard = &guard;
+  ctx.stats = &stats;
+  std::string handled = "not called";
+  ctx.handler = [&](const HttpRequest& request, HttpResponse*) { handled = request.authorization; };
+  HttpSession session(&ctx);
+  session.Reset();
+  OutputQueue out;
+  const std::string request =
+      "GET /metrics HTTP/1.1\r\nHost: x\r\nAuthorization: " + Header("prometheus:right") +
+      "\r\n\r\n";
+  REQUIRE(session.OnInput(request, false, &out).next == SessionStep::Next::kPause);
+  CHECK(guard.seen == Header("prometheus:right"));
+  CHECK(ctx.request.authorization.empty());
+  CHECK(session.OnResume(1, &out).next == SessionStep::Next::kWrite);
+  CHECK(handled.empty());  // the paused copy was cleared too
 }

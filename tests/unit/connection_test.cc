@@ -240,6 +240,23 @@ TEST_CASE("a paused session waits for nothing on its socket until resumed", "[co
     h.conn.OnReady();
     CHECK(h.conn.close_reason() == CloseReason::kReset);
   }
+  SECTION("a hang-up after the client's EOF while paused closes: it would be reported forever") {
+    h.socket.eof = true;
+    h.conn.OnReady();
+    REQUIRE(h.conn.phase() == Connection::Phase::kPaused);
+    h.conn.OnHangup();
+    CHECK(h.conn.closed());
+    CHECK(h.conn.close_reason() == CloseReason::kIncomplete);
+  }
+  SECTION("a hang-up while paused with the input buffer full closes as a reset") {
+    h.socket.incoming = std::string(64, 'x');
+    h.conn.OnReady();  // fills the buffer: nothing more is read
+    REQUIRE(h.conn.phase() == Connection::Phase::kPaused);
+    h.socket.error = ECONNRESET;
+    h.conn.OnHangup();
+    CHECK(h.conn.closed());
+    CHECK(h.conn.close_reason() == CloseReason::kReset);
+  }
   SECTION("the client's EOF while paused: the answer still goes out") {
     h.socket.eof = true;
     h.conn.OnReady();
