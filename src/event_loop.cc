@@ -24,6 +24,7 @@ constexpr int kMaxEvents = 64;
 // A new connection's first bytes need a round trip: until then it does not
 // count as silent (see EventLoop::EvictionRank).
 constexpr int64_t kFirstBytesGraceNs = 500 * kMs;
+constexpr int64_t kSlowRequestNs = 2000 * kMs;  // a request or handshake begun this long ago
 
 // accept4() errors that concern only the connection being accepted.
 bool IsConnectionError(int err) {
@@ -181,10 +182,12 @@ void EventLoop::Accept() {
 
 // Eviction order: 0 lingering after its last reply; 1 silent: idle
 // between requests, or no byte since an accept more than a round trip ago;
-// 2 no byte yet, just accepted; 3 in the middle of a request or of a TLS
-// handshake (a TLS client needs round trips before its request arrives,
-// and must not lose its place to connections that never sent a byte,
-// however fast they come); 4 being answered.
+// 2 slow: in the middle of a request or TLS handshake for seconds (a
+// slowloris); 3 no byte yet, just accepted; 4 in the middle of a request
+// or of a TLS handshake begun moments ago (a TLS client needs round trips
+// before its request arrives, and must lose its place neither to
+// connections that never sent a byte, however fast they come, nor to ones
+// that dribble); 5 being answered.
 int EventLoop::EvictionRank(const Slot& s) const {
   switch (s.conn.phase()) {
     case Connection::Phase::kLinger:
@@ -192,15 +195,19 @@ int EventLoop::EvictionRank(const Slot& s) const {
     case Connection::Phase::kIdle:
       return 1;
     case Connection::Phase::kReading:
-      if (s.socket.received) return 3;
-      return ctx_.now - s.accepted_at >= kFirstBytesGraceNs ? 1 : 2;
+      if (s.socket.received) {
+        // The request deadline was set when the request began.
+        const int64_t began = s.conn.deadline() - ctx_.request_timeout_ns;
+        return ctx_.now - began >= kSlowRequestNs ? 2 : 4;
+      }
+      return ctx_.now - s.accepted_at >= kFirstBytesGraceNs ? 1 : 3;
     default:
-      return 4;
+      return 5;
   }
 }
 
 // Closes the connection of the lowest rank (EvictionRank), the one waiting
-// longest among them; being answered (rank 4) only if not unfinished_only.
+// longest among them; being answered (rank 5) only if not unfinished_only.
 bool EventLoop::Evict(bool unfinished_only) {
   size_t victim = slots_.size();
   int victim_rank = 0;
@@ -208,7 +215,7 @@ bool EventLoop::Evict(bool unfinished_only) {
     const Connection& c = slots_[i].conn;
     if (c.closed()) continue;
     const int rank = EvictionRank(slots_[i]);
-    if (unfinished_only && rank == 4) continue;
+    if (unfinished_only && rank == 5) continue;
     if (victim == slots_.size() || rank < victim_rank ||
         (rank == victim_rank && c.order() < slots_[victim].conn.order())) {
       victim = i;

@@ -548,6 +548,21 @@ struct FdLimit {
   ~FdLimit() { setrlimit(RLIMIT_NOFILE, &saved); }
 };
 
+TEST_CASE("a request dribbling for seconds is evicted before a connection just accepted",
+          "[http]") {
+  HttpServerOptions options = Local();
+  options.max_connections = 4;
+  TestServer s(options);
+  Fd slow(Connect(s.port()));
+  SendAll(slow.fd, "GET / HT");  // a slowloris, or a TLS client stuck in its handshake
+  std::this_thread::sleep_for(std::chrono::milliseconds(2200));
+  std::vector<Fd> fresh;
+  for (int i = 0; i < 3; ++i) fresh.emplace_back(Connect(s.port()));
+  CHECK(Status(Exchange(s.port(), "GET / HTTP/1.0\r\n\r\n")) == 200);
+  CHECK(PeerClosed(slow.fd));
+  CHECK(s.stats().Closed(CloseReason::kEvicted) == 1);  // the newcomers kept their places
+}
+
 TEST_CASE("out of fds accept evicts an unfinished connection instead of spinning", "[http]") {
   // Valgrind emulates RLIMIT_NOFILE by closing over-limit fds after accept4,
   // which resets the client; the kernel leaves it queued. Real kernels only.
