@@ -260,6 +260,7 @@ class HostileOnTls(unittest.TestCase):
                 try:
                     status = i.u.get()[0]
                 except OSError as e:  # say which close reasons the endpoint counted
+                    attack.finish()
                     self.fail('scrape %d under attack failed: %r; closed so far: %s; log:\n%s' % (
                         k, e, self.closed_reasons(i), i.u.read_log()[-3000:]))
                 self.assertEqual(status, 200)
