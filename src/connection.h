@@ -73,6 +73,14 @@ class Socket {
   // Input taken from the fd that Read() has not returned yet (the rest of
   // a TLS record): the fd will not report it as readable again.
   virtual bool HasBufferedInput() const { return false; }
+  // For choosing which connection to close when there are too many
+  // (EventLoop::EvictionRank). Doomed: the bytes received can never begin
+  // a valid stream (not TLS on a TLS port), the connection will fail.
+  // AwaitsPeer: the layer has answered the peer and waits for its next
+  // message (a TLS handshake after the server's flight, until the first
+  // request byte arrives).
+  virtual bool Doomed() const { return false; }
+  virtual bool AwaitsPeer() const { return false; }
   // Why the connection ends after Read() or Write() failed with `error`,
   // and what went wrong in words (for the log; may be empty).
   virtual CloseReason FailureReason(ssize_t /*error*/) const { return CloseReason::kReset; }

@@ -180,15 +180,22 @@ void EventLoop::Accept() {
   }
 }
 
-// Eviction order: 0 lingering after its last reply; 1 silent: idle
-// between requests, or no byte since an accept more than a round trip ago;
-// 2 slow: in the middle of a request or TLS handshake for seconds (a
-// slowloris); 3 no byte yet, just accepted; 4 in the middle of a request
-// or of a TLS handshake begun moments ago (a TLS client needs round trips
-// before its request arrives, and must lose its place neither to
-// connections that never sent a byte, however fast they come, nor to ones
-// that dribble); 5 being answered.
+// Eviction order, first to last:
+//  0 lingering after its last reply, or doomed (not TLS on a TLS port);
+//  1 silent: idle between requests, or no byte in the round trip's grace
+//    since it was accepted;
+//  2 slow: in the middle of a request or handshake for seconds;
+//  3 in the middle of a request or handshake whose input is not complete
+//    (a slowloris, or a ClientHello dribbled byte by byte);
+//  4 just accepted, no byte yet: good clients look like this for a round
+//    trip, so a flood of connections that never send must not push them
+//    out before the dribblers;
+//  5 waiting for the client after the server answered its handshake (a
+//    TLS client, a round trip or two from its request);
+//  6 being answered.
+// Within a rank the connection waiting longest goes first.
 int EventLoop::EvictionRank(const Slot& s) const {
+  if (s.stream->Doomed()) return 0;
   switch (s.conn.phase()) {
     case Connection::Phase::kLinger:
       return 0;
@@ -198,16 +205,17 @@ int EventLoop::EvictionRank(const Slot& s) const {
       if (s.socket.received) {
         // The request deadline was set when the request began.
         const int64_t began = s.conn.deadline() - ctx_.request_timeout_ns;
-        return ctx_.now - began >= kSlowRequestNs ? 2 : 4;
+        if (ctx_.now - began >= kSlowRequestNs) return 2;
+        return s.stream->AwaitsPeer() ? 5 : 3;
       }
-      return ctx_.now - s.accepted_at >= kFirstBytesGraceNs ? 1 : 3;
+      return ctx_.now - s.accepted_at >= kFirstBytesGraceNs ? 1 : 4;
     default:
-      return 5;
+      return 6;
   }
 }
 
 // Closes the connection of the lowest rank (EvictionRank), the one waiting
-// longest among them; being answered (rank 5) only if not unfinished_only.
+// longest among them; being answered (rank 6) only if not unfinished_only.
 bool EventLoop::Evict(bool unfinished_only) {
   size_t victim = slots_.size();
   int victim_rank = 0;
@@ -215,7 +223,7 @@ bool EventLoop::Evict(bool unfinished_only) {
     const Connection& c = slots_[i].conn;
     if (c.closed()) continue;
     const int rank = EvictionRank(slots_[i]);
-    if (unfinished_only && rank == 5) continue;
+    if (unfinished_only && rank == 6) continue;
     if (victim == slots_.size() || rank < victim_rank ||
         (rank == victim_rank && c.order() < slots_[victim].conn.order())) {
       victim = i;

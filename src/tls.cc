@@ -231,6 +231,7 @@ int BioWrite(BIO* bio, const char* data, size_t len, size_t* written) {
   const iovec iov{const_cast<char*>(data), len};
   const ssize_t n = Owner(bio)->inner()->Write(&iov, 1);
   if (n > 0) {
+    Owner(bio)->NoteWritten();
     *written = static_cast<size_t>(n);
     return 1;
   }
@@ -246,6 +247,7 @@ int BioRead(BIO* bio, char* data, size_t len, size_t* read) {
   BIO_clear_retry_flags(bio);
   const ssize_t n = Owner(bio)->inner()->Read(data, len);
   if (n > 0) {
+    Owner(bio)->NoteRead(data);
     *read = static_cast<size_t>(n);
     return 1;
   }
@@ -324,6 +326,7 @@ bool TlsSocket::Open(Socket* inner) {
   Release();
   inner_ = inner;
   want_write_ = false;
+  read_ = doomed_ = wrote_ = decrypted_ = false;
   inner_error_ = 0;
   reason_ = CloseReason::kReset;
   detail_.clear();
@@ -351,6 +354,19 @@ void TlsSocket::Release() {
 
 bool TlsSocket::HasBufferedInput() const { return ssl_ && SSL_pending(ssl_) > 0; }
 
+// A client's first record is a handshake record (type 22); a first byte
+// with the high bit set may be an SSLv2-style ClientHello, which OpenSSL
+// judges itself. Anything else (an HTTP request, a slowloris' letters)
+// fails once OpenSSL has read the 5 bytes of a record header.
+void TlsSocket::NoteRead(const char* data) {
+  if (!read_) doomed_ = data[0] != 22 && (static_cast<unsigned char>(data[0]) & 0x80) == 0;
+  read_ = true;
+}
+
+// From the server's first flight until the client's first request byte:
+// during the handshake, and the round trip after it.
+bool TlsSocket::AwaitsPeer() const { return ssl_ && wrote_ && !decrypted_; }
+
 ssize_t TlsSocket::Read(char* buf, size_t len) {
   if (!ssl_) return -EBADF;
   ERR_clear_error();
@@ -359,6 +375,7 @@ ssize_t TlsSocket::Read(char* buf, size_t len) {
   const int ok = SSL_read_ex(ssl_, buf, len, &n);
   if (ok == 1) {
     want_write_ = false;
+    decrypted_ = true;
     return static_cast<ssize_t>(n);
   }
   return Failed(ok, /*reading=*/true);

@@ -75,12 +75,17 @@ class TlsSocket final : public SocketFilter {
   int ShutdownWrite() override;
   bool WaitsForWritable(bool) const override { return want_write_; }
   bool HasBufferedInput() const override;
+  bool Doomed() const override { return doomed_; }
+  bool AwaitsPeer() const override;
   CloseReason FailureReason(ssize_t) const override { return reason_; }
   std::string FailureDetail() const override { return detail_; }
 
-  // For the BIO: the inner socket's result of the last call.
+  // For the BIO: the inner socket's result of the last call, and what
+  // went through it.
   Socket* inner() const { return inner_; }
   void NoteInnerError(ssize_t error) { inner_error_ = error; }
+  void NoteRead(const char* data);
+  void NoteWritten() { wrote_ = true; }
 
  private:
   static constexpr size_t kJoinBytes = 16384;  // one TLS record's worth
@@ -92,6 +97,10 @@ class TlsSocket final : public SocketFilter {
   Socket* inner_ = nullptr;
   ssl_st* ssl_ = nullptr;
   bool want_write_ = false;
+  bool read_ = false;    // any byte read from the peer yet
+  bool doomed_ = false;  // the first byte read cannot begin a TLS record
+  bool wrote_ = false;   // any byte written to the peer yet
+  bool decrypted_ = false;  // any application byte returned by Read() yet
   ssize_t inner_error_ = 0;  // -errno from the inner socket, if that is what failed
   CloseReason reason_ = CloseReason::kReset;
   std::string detail_;

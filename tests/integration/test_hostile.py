@@ -4,9 +4,12 @@ huge header, or send a request and never read the answer."""
 import os
 import re
 import resource
+import select
 import signal
 import socket
 import statistics
+import subprocess
+import sys
 import threading
 import time
 import unittest
@@ -24,10 +27,47 @@ def raise_fd_limit(wanted):
 
 
 class Attack:
-    """Keeps HOSTILE misbehaving connections open (reopening the ones the
-    server closes) until stopped."""
+    """Keeps n misbehaving connections open (reopening the ones the server
+    closes) until finish(), from a process of its own: Python runs one
+    thread at a time, and attacking threads sharing the scraping client's
+    interpreter would hold it for milliseconds between connect() and its
+    first bytes, which no real scraper does."""
 
     def __init__(self, port, n=HOSTILE):
+        self.port = port
+        self.n = n
+        self.opened = 0
+        self.closed_by_server = 0
+        self.proc = None
+
+    def start(self):
+        self.proc = subprocess.Popen(
+            [sys.executable, os.path.abspath(__file__), 'attack', str(self.port), str(self.n)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        ready, _, _ = select.select([self.proc.stdout], [], [], 40)
+        line = self.proc.stdout.readline() if ready else ''
+        if line.strip() != 'open':
+            self.finish()
+            raise AssertionError('the attacking process did not open %d connections (%r)'
+                                 % (self.n, line))
+
+    def finish(self):
+        if self.proc is None:
+            return
+        proc, self.proc = self.proc, None
+        try:
+            out, _ = proc.communicate('', timeout=30)  # end of its stdin: stop
+            self.opened, self.closed_by_server = (int(x) for x in out.split()[-2:])
+        except (subprocess.TimeoutExpired, ValueError):
+            proc.kill()
+            proc.wait()
+
+
+class AttackThreads:
+    """The attack itself, run by `test_hostile.py attack PORT N`: a quarter
+    each silent, slowloris, garbage, and plain HTTP half-closed."""
+
+    def __init__(self, port, n):
         self.port = port
         self.n = n
         self.stop = threading.Event()
@@ -195,5 +235,20 @@ class HostileClients(unittest.TestCase):
                                                  'too_large': 1})
 
 
+def attack_main(port, n):
+    raise_fd_limit(4096)
+    attack = AttackThreads(int(port), int(n))
+    try:
+        attack.start()
+        print('open', flush=True)
+        sys.stdin.read()  # until the test closes it
+    finally:
+        attack.finish()
+        print(attack.opened, attack.closed_by_server, flush=True)
+
+
 if __name__ == '__main__':
-    unittest.main()
+    if sys.argv[1:2] == ['attack']:
+        attack_main(*sys.argv[2:4])
+    else:
+        unittest.main()

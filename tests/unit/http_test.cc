@@ -563,6 +563,22 @@ TEST_CASE("a request dribbling for seconds is evicted before a connection just a
   CHECK(s.stats().Closed(CloseReason::kEvicted) == 1);  // the newcomers kept their places
 }
 
+TEST_CASE("a request begun but not complete is evicted before a connection just accepted",
+          "[http]") {
+  HttpServerOptions options = Local();
+  options.max_connections = 4;
+  TestServer s(options);
+  Fd partial(Connect(s.port()));
+  SendAll(partial.fd, "GET / HT");  // the oldest, dribbling (but not for long yet)
+  std::vector<Fd> fresh;
+  for (int i = 0; i < 3; ++i) fresh.emplace_back(Connect(s.port()));
+  // Full: the next one takes the dribbler's place, not a newcomer's, which
+  // may be a client a moment from its request.
+  CHECK(Status(Exchange(s.port(), "GET / HTTP/1.0\r\n\r\n")) == 200);
+  CHECK(PeerClosed(partial.fd));
+  CHECK(s.stats().Closed(CloseReason::kEvicted) == 1);
+}
+
 TEST_CASE("out of fds accept evicts an unfinished connection instead of spinning", "[http]") {
   // Valgrind emulates RLIMIT_NOFILE by closing over-limit fds after accept4,
   // which resets the client; the kernel leaves it queued. Real kernels only.

@@ -185,11 +185,17 @@ TEST_CASE("TlsSocket serves an OpenSSL client: handshake, both ways, close", "[t
   }
   CHECK(p.tls->Read(nullptr, 0) == -EAGAIN);  // nothing yet: waits to read
   CHECK_FALSE(p.tls->WaitsForWritable(false));
+  CHECK_FALSE(p.tls->AwaitsPeer());
   SSL_do_handshake(p.client);  // ClientHello
   CHECK(p.ServerRead(1).empty());
+  CHECK_FALSE(p.tls->Doomed());
+  CHECK(p.tls->AwaitsPeer());  // answered; the client's turn
   REQUIRE(SSL_do_handshake(p.client) == 1);
+  CHECK(p.ServerRead(1).empty());
+  CHECK(p.tls->AwaitsPeer());  // handshake done, the request not begun
   CHECK(SSL_write(p.client, "GET / HTTP/1.1\r\n\r\n", 18) == 18);
   CHECK(p.ServerRead(18) == "GET / HTTP/1.1\r\n\r\n");
+  CHECK_FALSE(p.tls->AwaitsPeer());
   if (SSL_version(p.client) == TLS1_2_VERSION) {
     CHECK(std::string(SSL_get_cipher_name(p.client)) == "ECDHE-ECDSA-AES128-GCM-SHA256");
   }
@@ -223,7 +229,19 @@ TEST_CASE("plain HTTP to the TLS socket gets Go's 400 and its own close reason",
   p.source.context = f.Build();
   REQUIRE(p.tls->Open(&p.fd));
   const int client_fd = SSL_get_fd(p.client);
-  REQUIRE(write(client_fd, "GET /metrics HTTP/1.1\r\n\r\n", 25) == 25);
+  std::string request = "GET /metrics HTTP/1.1\r\n\r\n";
+  SECTION("sent at once") {}
+  SECTION("dribbled: doomed from the first byte") {
+    REQUIRE(write(client_fd, "G", 1) == 1);
+    char byte;
+    CHECK(p.tls->Read(&byte, 1) == -EAGAIN);
+    CHECK(p.tls->Doomed());
+    CHECK_FALSE(p.tls->AwaitsPeer());
+    REQUIRE(write(client_fd, "ET", 2) == 2);
+    CHECK(p.tls->Read(&byte, 1) == -EAGAIN);
+    request.erase(0, 3);
+  }
+  REQUIRE(write(client_fd, request.data(), request.size()) == static_cast<ssize_t>(request.size()));
   char buf[256];
   CHECK(p.tls->Read(buf, sizeof buf) == -EPROTO);
   CHECK(p.tls->FailureReason(-EPROTO) == CloseReason::kHttpToHttps);
