@@ -22,6 +22,17 @@ SANITIZER_PRELOAD = os.environ.get('UWSGI_PROMETHEUS_SANITIZER_PRELOAD', '')
 SANITIZER_FILES = os.path.join(HERE, '..', 'sanitizer')
 
 
+def python_plugin_options():
+    """The options that load uWSGI's python3 plugin: Debian's from its plugin
+    directory, or the file named by UWSGI_PYTHON_PLUGIN (a uWSGI built from
+    source, as tests/uwsgi-matrix does, has its python3_plugin.so in its
+    tree)."""
+    path = os.environ.get('UWSGI_PYTHON_PLUGIN')
+    if path:
+        return [('plugin', os.path.abspath(path))]
+    return [('plugins-dir', '/usr/lib/uwsgi/plugins'), ('plugin', 'python3')]
+
+
 def plugin_path():
     path = os.environ.get('PROMETHEUS_PLUGIN')
     if not path:
@@ -257,9 +268,7 @@ class Uwsgi:
         self.log_path = os.path.join(self.dir, 'uwsgi.log')
         with open(os.path.join(self.dir, 'app.py'), 'w') as f:
             f.write(APP)
-        opts = [
-            ('plugins-dir', '/usr/lib/uwsgi/plugins'),
-            ('plugin', 'python3'),
+        opts = python_plugin_options() + [
             ('http-socket', '127.0.0.1:%d' % self.http_port),
             ('socket', '127.0.0.1:%d' % self.uwsgi_port),
             ('chdir', self.dir),

@@ -12,7 +12,7 @@ import time
 import unittest
 
 from harness import (APP, UWSGI, free_port, http_get, parse_exposition, plugin_path,
-                     sanitizer_env, sanitizer_reports, wait_for)
+                     python_plugin_options, sanitizer_env, sanitizer_reports, wait_for)
 
 RETRY_S = 2  # prometheus-bind-retry of the vassals: the longest wait between bind attempts
 
@@ -70,10 +70,10 @@ class Emperor:
     def add_vassal(self, name, extra=()):
         port = free_port()
         self.http_ports[name] = port
-        opts = [('plugins-dir', '/usr/lib/uwsgi/plugins'), ('plugin', 'python3'),
-                ('plugin', plugin_path()), ('http-socket', '127.0.0.1:%d' % port),
-                ('chdir', self.dir), ('wsgi-file', os.path.join(self.dir, 'app.py')),
-                ('processes', '1'), ('logto', self.vassal_log(name))]
+        opts = python_plugin_options() + [
+            ('plugin', plugin_path()), ('http-socket', '127.0.0.1:%d' % port),
+            ('chdir', self.dir), ('wsgi-file', os.path.join(self.dir, 'app.py')),
+            ('processes', '1'), ('logto', self.vassal_log(name))]
         text = '[uwsgi]\n' + ''.join('%s = %s\n' % kv for kv in list(opts) + list(extra))
         tmp = os.path.join(self.dir, name + '.ini.tmp')  # appears whole in the directory
         with open(tmp, 'w') as f:
