@@ -123,16 +123,33 @@ struct BucketSpan {
 };
 
 // What the protobuf encoder writes into io.prometheus.client.Histogram
-// besides (and consistently with) the classic buckets. Positive buckets only
-// (durations and sizes are never negative); no negative spans.
+// next to the classic buckets of the same series. Fields map one to one:
+// schema (sint32 5), zero_threshold (double 6), zero_count (uint64 7),
+// positive_spans (BucketSpan 12: offset sint32 1, length uint32 2),
+// positive_deltas (sint64 13); count and sum are sample_count (1) and
+// sample_sum (2), shared with the classic buckets. Guarantees:
+// - zero_threshold > 0, even when the zero bucket is empty;
+// - count == zero_count + the sum of all bucket counts, exactly (what
+//   Prometheus checks), and never below the classic _count of the same
+//   read, so it is the sample_count to send;
+// - positive buckets only (durations and sizes are never negative): no
+//   negative spans or deltas to send;
+// - spans in increasing bucket order, each of length >= 1, the first
+//   offset absolute, the rest >= 3 (shorter gaps are joined as zero-count
+//   buckets); positive_deltas has one entry per bucket the spans cover;
+// - no observation: no spans, count == zero_count == 0, schema and
+//   zero_threshold still set (send them: an empty native histogram is
+//   still a native histogram);
+// - every bucket count and zero_count only grow from scrape to scrape
+//   (across worker respawns too), so Prometheus sees no counter reset.
 struct NativeHistogram {
   int32_t schema = 0;
-  double zero_threshold = 0;  // always > 0
+  double zero_threshold = 0;
   uint64_t zero_count = 0;
-  uint64_t count = 0;         // zero_count + every bucket's count, exactly
+  uint64_t count = 0;
   double sum = 0;
   std::vector<BucketSpan> positive_spans;
-  std::vector<int64_t> positive_deltas;  // first count, then differences
+  std::vector<int64_t> positive_deltas;  // first count, then each minus the previous
 };
 
 // The sparse form of counts (NativeRange layout): spans over the non-empty

@@ -298,10 +298,10 @@ void AddNative(const NativeSlot& n, const RequestStatsHeader& h, Sums* sum) {
 // The two native histograms of one series, labelled as its classic ones.
 void AppendNative(const RequestStatsHeader& h, const std::vector<ClientMetric::Label>& labels,
                   const Sums& sum, std::vector<NativeSeries>* out) {
-  out->push_back({"uwsgi_request_duration_seconds", labels,
+  out->push_back({kDurationFamily, labels,
                   MakeNativeHistogram(h.native_schema, h.native_duration, sum.native_duration,
                                       static_cast<double>(sum.duration_sum_us) / 1e6)});
-  out->push_back({"uwsgi_response_size_bytes", labels,
+  out->push_back({kSizeFamily, labels,
                   MakeNativeHistogram(h.native_schema, h.native_size, sum.native_size,
                                       static_cast<double>(sum.size_sum))});
 }
@@ -349,10 +349,10 @@ void AppendSeries(const std::map<SeriesKey, Sums>& series,
                   std::vector<MetricFamily>* out, const RequestStatsHeader* native_header,
                   std::vector<NativeSeries>* native) {
   const std::vector<double> size_bounds(std::begin(kSizeBounds), std::end(kSizeBounds));
-  MetricFamily duration{"uwsgi_request_duration_seconds",
+  MetricFamily duration{kDurationFamily,
                         "Time from the start of a request to its end in the worker, in seconds.",
                         MetricType::Histogram, {}};
-  MetricFamily size{"uwsgi_response_size_bytes",
+  MetricFamily size{kSizeFamily,
                     "Size of responses (headers and body), in bytes.", MetricType::Histogram, {}};
   MetricFamily requests{"uwsgi_requests_total",
                         "Requests finished by the workers, by HTTP status code and method.",
@@ -380,6 +380,18 @@ void AppendSeries(const std::map<SeriesKey, Sums>& series,
 }
 
 }  // namespace
+
+const NativeHistogram* FindNative(const std::vector<NativeSeries>& native,
+                                  const std::string& family,
+                                  const std::vector<ClientMetric::Label>& labels) {
+  auto sorted = labels;
+  std::sort(sorted.begin(), sorted.end(),
+            [](const auto& a, const auto& b) { return a.name < b.name; });
+  for (const auto& n : native) {
+    if (n.family == family && n.labels == sorted) return &n.histogram;
+  }
+  return nullptr;
+}
 
 void RequestStats::AppendFamilies(const RenderOptions& options, std::vector<MetricFamily>* out,
                                   std::vector<NativeSeries>* native) const {

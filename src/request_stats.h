@@ -40,6 +40,10 @@ inline constexpr size_t kMethodCount = sizeof(kMethods) / sizeof(kMethods[0]);
 // under method "other", code "other" (bounded memory and cardinality).
 inline constexpr size_t kPairSlots = 64;
 
+// The histogram families (each has a native histogram per series).
+inline constexpr const char* kDurationFamily = "uwsgi_request_duration_seconds";
+inline constexpr const char* kSizeFamily = "uwsgi_response_size_bytes";
+
 // Response size buckets in bytes (headers + body).
 inline constexpr double kSizeBounds[kSizeBuckets] = {100, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9};
 
@@ -111,10 +115,16 @@ struct NativeSlot {
 // `labels` (sorted by name) are exactly those of the classic series in the
 // families AppendFamilies returned in the same call.
 struct NativeSeries {
-  std::string family;
+  std::string family;  // kDurationFamily or kSizeFamily
   std::vector<prometheus::ClientMetric::Label> labels;
   NativeHistogram histogram;
 };
+
+// The native histogram of the series `family`{`labels`} (labels in any
+// order), or null.
+const NativeHistogram* FindNative(const std::vector<NativeSeries>& native,
+                                  const std::string& family,
+                                  const std::vector<prometheus::ClientMetric::Label>& labels);
 
 // The observation one finished request makes.
 struct RequestObservation {
