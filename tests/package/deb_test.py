@@ -123,7 +123,7 @@ def check_lintian(deb):
 def require_install_inputs():
     if os.environ.get('UWSGI_PROMETHEUS_DEB_INSTALL_TEST') != '1':
         raise Skip('opt-in: set UWSGI_PROMETHEUS_DEB_INSTALL_TEST=1 (mmdebstrap, about 3 minutes '
-                   'the first time, then about a minute with the cached root)')
+                   'the first time, then about 30 s with the cached root)')
     if os.geteuid() != 0:
         raise Skip('needs root (chroot, mount and PID namespaces)')
     for tool in ('mmdebstrap', 'unshare', 'chroot'):
@@ -188,7 +188,7 @@ def scrape(root, port):
                 'http-socket = 127.0.0.1:%d\nwsgi-file = /srv/app.py\n'
                 'prometheus-socket = 127.0.0.1:%d\n' % (free_port(), port))
     log = open(os.path.join(root, 'srv', 'uwsgi.log'), 'w+')
-    # Own PID namespace: uwsgi and its workers go when unshare is stopped.
+    # Own PID namespace: uwsgi and its workers go when unshare is killed.
     proc = subprocess.Popen(['unshare', '--mount', '--pid', '--fork', '--kill-child',
                              '--mount-proc=' + os.path.join(root, 'proc'), 'chroot', root,
                              'uwsgi', '--ini', '/srv/uwsgi.ini'],
@@ -209,7 +209,9 @@ def scrape(root, port):
                                      + log.read()[-3000:])
             time.sleep(0.5)
     finally:
-        proc.terminate()
+        # unshare ignores SIGTERM while it waits; SIGKILL reaches uwsgi
+        # through --kill-child, and the PID namespace goes with it.
+        proc.kill()
         proc.wait(timeout=30)
         log.close()
 
