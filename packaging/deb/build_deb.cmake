@@ -7,6 +7,8 @@
 cmake_minimum_required(VERSION 3.18)
 set(package uwsgi-plugin-prometheus)
 
+# fail(<text>...): stops with the texts joined. (No ";" in them: they
+# arrive as a list.)
 function(fail)
   string(JOIN "" text ${ARGN})
   message(FATAL_ERROR "[prometheus] deb: ${text}")
@@ -32,7 +34,7 @@ if(NOT head MATCHES "^${package} \\(([^)]+)\\) ")
 endif()
 set(version "${CMAKE_MATCH_1}")
 if(NOT version MATCHES "^${PROJECT_VERSION}-[0-9]+$")
-  fail("${SOURCE}/changelog is at ${version}, the project at ${PROJECT_VERSION}; "
+  fail("${SOURCE}/changelog is at ${version}, the project at ${PROJECT_VERSION}: "
     "add a changelog entry ${PROJECT_VERSION}-1")
 endif()
 foreach(line IN LISTS changelog)
@@ -64,7 +66,7 @@ execute_process(COMMAND dpkg-query -S "${uwsgi_real}" OUTPUT_VARIABLE owner
 string(REGEX REPLACE ":.*" "" owner "${owner}")
 if(NOT rc EQUAL 0)
   fail("${UWSGI_BIN} (${uwsgi_real}) belongs to no Debian package, so nothing provides "
-    "${abi}; configure with -DUWSGI_BIN=/usr/bin/uwsgi (Debian's uwsgi-core)")
+    "${abi}: configure with -DUWSGI_BIN=/usr/bin/uwsgi (Debian's uwsgi-core)")
 endif()
 run(provides dpkg-query -W "-f=\${Provides}" "${owner}")
 if(NOT provides MATCHES "(^|[ ,])${abi}($|[ ,])")
