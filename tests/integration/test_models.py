@@ -69,6 +69,9 @@ class Monitor:
         self.resets = []
         self.interval = interval
         self.stop_event = threading.Event()
+        # one scrape at a time, each compared before the next is sent: two
+        # scrapes in flight may be answered in either order
+        self.lock = threading.Lock()
         self.highest = {}
         self.backwards = []  # (series, highest before, value now)
         self.failures = []
@@ -81,6 +84,10 @@ class Monitor:
             self.stop_event.wait(self.interval)
 
     def check_once(self):
+        with self.lock:
+            self._check()
+
+    def _check(self):
         try:
             samples, types, _ = parse_exposition(self.u.scrape())
         except Exception as e:  # recorded: the endpoint must never fail here
