@@ -186,15 +186,19 @@ def settled_snapshot(u, expected):
     """Stats and scrape at a quiet moment once the plugin has counted
     `expected` requests and uWSGI's stats agree on the total (uWSGI corrects
     its per-worker totals from the per-core ones once per master cycle)."""
+    seen = {}
+
     def quiet():
         stats, body = quiet_snapshot(u)
         samples = parse_exposition(body)[0]
-        if (requests_counted(samples) >= expected and
-                sum(w['requests'] for w in stats['workers']) >= expected and
-                all(w['status'] != 'busy' for w in stats['workers'])):
+        seen.update(plugin=requests_counted(samples),
+                    uwsgi=sum(w['requests'] for w in stats['workers']),
+                    busy=[w['id'] for w in stats['workers'] if w['status'] == 'busy'])
+        if seen['plugin'] >= expected and seen['uwsgi'] >= expected and not seen['busy']:
             return stats, samples
         return None
-    return wait_for(quiet, timeout=30, what='%d requests counted and uWSGI quiet' % expected)
+    return wait_for(quiet, timeout=30, what=lambda: '%d requests counted and uWSGI quiet '
+                    '(last seen: %r)' % (expected, seen))
 
 
 def assert_workers_match(test, stats, samples):
@@ -213,6 +217,15 @@ def assert_workers_match(test, stats, samples):
             test.assertEqual(value(samples, 'uwsgi_worker_status', worker_id=wid,
                                    status=w['status']), 1)
     test.assertEqual(requests_counted(samples), sum(w['requests'] for w in stats['workers']))
+    # with prometheus-per-worker, the plugin's count of each worker too
+    per_worker = {}
+    for (n, ls), v in samples.items():
+        if n == 'uwsgi_request_duration_seconds_count' and 'worker_id' in dict(ls):
+            wid = int(dict(ls)['worker_id'])
+            per_worker[wid] = per_worker.get(wid, 0) + v
+    if per_worker:
+        test.assertEqual({wid: n for wid, n in per_worker.items() if n},
+                         {w['id']: w['requests'] for w in started if w['requests']})
 
 
 IMPORT_PID_APP = '''
@@ -286,7 +299,7 @@ class Cheaper(unittest.TestCase):
 
     def test_workers_spawned_and_retired_without_losing_counts(self):
         u = Uwsgi(workers=self.MAX, extra=[
-            ('plugin', 'cheaper_busyness'), ('cheaper-algo', 'busyness'),
+            ('prometheus-per-worker', 'true'), ('plugin', 'cheaper_busyness'), ('cheaper-algo', 'busyness'),
             ('cheaper', '1'), ('cheaper-initial', '1'), ('cheaper-step', str(self.MAX - 1)),
             ('cheaper-overload', '1'), ('cheaper-busyness-multiplier', '1'),
             ('cheaper-busyness-penalty', '1'), ('cheaper-busyness-verbose', 'true')])
@@ -311,6 +324,14 @@ class Cheaper(unittest.TestCase):
                         wait_for(lambda: len(self.running(u)) == 1, timeout=90,
                                  what=lambda: 'one worker once idle (log: %s)' % (
                                      u.read_log()[-3000:]))
+                        # the retired workers are still served, as cheap, with their counts
+                        scraped = parse_exposition(u.scrape())[0]
+                        cheap = [dict(ls)['worker_id'] for (n, ls), v in scraped.items()
+                                 if n == 'uwsgi_worker_cheap' and v == 1]
+                        self.assertEqual(len(cheap), self.MAX - 1, scraped)
+                        for wid in cheap:
+                            self.assertGreater(value(scraped, 'uwsgi_worker_requests_total',
+                                                     worker_id=wid), 0)
                 total = sum(sent.values())
                 self.assertEqual(sent, {200: total})
                 stats, samples = settled_snapshot(u, total)
@@ -548,7 +569,7 @@ class ChainReload(unittest.TestCase):
     uwsgi_exporter does; Prometheus reads the drop as a counter reset."""
 
     def test_chain_reload_keeps_counting(self):
-        u = Uwsgi(workers=3, extra=[('lazy-apps', 'true')])
+        u = Uwsgi(workers=3, extra=[('lazy-apps', 'true'), ('prometheus-per-app', 'true')])
         fifo = os.path.join(u.dir, 'master.fifo')
         with open(u.ini, 'a') as f:
             f.write('master-fifo = %s\n' % fifo)
@@ -601,7 +622,7 @@ class Harakiri(unittest.TestCase):
     goes backwards while the master kills and respawns the worker."""
 
     def test_harakiri_is_counted_and_requests_stay_exact(self):
-        with Uwsgi(workers=2, extra=[('harakiri', '2')]) as u:
+        with Uwsgi(workers=2, extra=[('harakiri', '2'), ('prometheus-per-worker', 'true')]) as u:
             with Monitor(u) as monitor:
                 for _ in range(10):
                     self.assertEqual(u.request('/status/200/0')[0], 200)
