@@ -573,6 +573,10 @@ class ChainReload(unittest.TestCase):
         fifo = os.path.join(u.dir, 'master.fifo')
         with open(u.ini, 'a') as f:
             f.write('master-fifo = %s\n' % fifo)
+        # a new worker takes a while to load its app, as real apps do:
+        # scrapes see it before it has any
+        with open(os.path.join(u.dir, 'app.py'), 'a') as f:
+            f.write('time.sleep(0.5)\n')
         with u:
             start_time = value(parse_exposition(u.scrape())[0], 'process_start_time_seconds')
             old = {w['pid'] for w in u.stats()['workers']}
