@@ -1,6 +1,6 @@
 """The plugin under each of uWSGI's process models, against a real uWSGI:
 lazy-apps, cheaper with the busyness algorithm, gevent, the async core mode
-(ugreen), mules and a spooler, chain reload and harakiri. (Threads: see
+(greenlet), mules and a spooler, chain reload and harakiri. (Threads: see
 test_requests.ConcurrentLoad; `master = false`: test_plugin.Misconfiguration.)
 
 Each test counts what its client sent and what succeeded, and requires the
@@ -299,8 +299,9 @@ class Cheaper(unittest.TestCase):
 
     def test_workers_spawned_and_retired_without_losing_counts(self):
         u = Uwsgi(workers=self.MAX, extra=[
-            ('prometheus-per-worker', 'true'), ('plugin', 'cheaper_busyness'), ('cheaper-algo', 'busyness'),
-            ('cheaper', '1'), ('cheaper-initial', '1'), ('cheaper-step', str(self.MAX - 1)),
+            ('prometheus-per-worker', 'true'),
+            ('plugin', 'cheaper_busyness'), ('cheaper-algo', 'busyness'), ('cheaper', '1'),
+            ('cheaper-initial', '1'), ('cheaper-step', str(self.MAX - 1)),
             ('cheaper-overload', '1'), ('cheaper-busyness-multiplier', '1'),
             ('cheaper-busyness-penalty', '1'), ('cheaper-busyness-verbose', 'true')])
         u.start(wait=False)
@@ -314,8 +315,10 @@ class Cheaper(unittest.TestCase):
                 for rounds in range(2):
                     load = Load(u, ['/sleep/0.2'], clients=self.MAX + 2).start()
                     try:
-                        wait_for(lambda: len(self.running(u)) == self.MAX, timeout=60,
-                                 what=lambda: '%d workers under load (log: %s)' % (
+                        # every worker up and serving: each has requests to keep
+                        wait_for(lambda: [w['requests'] > 0 for w in self.running(u)] ==
+                                 [True] * self.MAX, timeout=60,
+                                 what=lambda: '%d workers serving under load (log: %s)' % (
                                      self.MAX, u.read_log()[-3000:]))
                     finally:
                         for status, n in load.stop().items():
