@@ -21,7 +21,7 @@ size_t VarintSize(uint64_t value) {
 }
 
 void AppendVarint(TextBuffer* out, uint64_t value) {
-  char buf[10];
+  char buf[10] = {};
   size_t n = 0;
   while (value >= 0x80) {
     buf[n++] = static_cast<char>((value & 0x7f) | 0x80);
@@ -206,16 +206,19 @@ void EncodeMetric(Writer* w, MetricType type, const ClientMetric& metric,
     w->String(field::kLabelValue, label.value);
     w->End(lm);
   }
+  // Fields in number order (as protobuf libraries write them): the
+  // timestamp (6) goes between the other types' values and the histogram (7).
   switch (type) {
     case MetricType::Counter: EncodeValue(w, field::kCounter, metric.counter.value); break;
     case MetricType::Gauge: EncodeValue(w, field::kGauge, metric.gauge.value); break;
     case MetricType::Summary: EncodeSummary(w, metric.summary); break;
-    case MetricType::Histogram: EncodeHistogram(w, metric.histogram, native); break;
+    case MetricType::Histogram: break;
     default: EncodeValue(w, field::kUntyped, metric.untyped.value); break;
   }
   if (metric.timestamp_ms != 0) {
     w->Varint(field::kTimestampMs, static_cast<uint64_t>(metric.timestamp_ms));
   }
+  if (type == MetricType::Histogram) EncodeHistogram(w, metric.histogram, native);
   w->End(m);
 }
 

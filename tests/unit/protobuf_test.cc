@@ -1,11 +1,15 @@
 #include <catch2/catch.hpp>
 
+#include <chrono>
 #include <cstdint>
+#include <cstring>
 #include <limits>
 #include <string>
 #include <vector>
 
+#include "exporter.h"
 #include "fake_source.h"
+#include "http_session.h"
 #include "model.h"
 #include "protobuf.h"
 
@@ -220,7 +224,9 @@ TEST_CASE("every type in its own field, with metrics.proto's type numbers", "[pr
     CHECK(Only(family, 1).bytes == "x_total");                 // names as given
     CHECK(Only(family, 3).varint == want.first);
     const auto metric = Fields(Only(family, 4).bytes);
-    CHECK(Numbers(metric) == std::vector<uint32_t>{want.second, 6});
+    const std::vector<uint32_t> in_order =  // field numbers ascending
+        want.second < 6 ? std::vector<uint32_t>{want.second, 6} : std::vector<uint32_t>{6, 7};
+    CHECK(Numbers(metric) == in_order);
     CHECK(Only(metric, 6).varint == 1700000000123);
   }
 }
@@ -312,4 +318,70 @@ TEST_CASE("a protobuf scrape has the text scrape's families in its order", "[pro
   for (const auto& m : Messages(Bytes(proto))) proto_names.push_back(Only(Fields(m), 1).bytes);
   CHECK(proto_names.size() > 40);
   CHECK(proto_names == text_names);
+}
+
+namespace {
+
+// The value of a counter family without labels in a protobuf body.
+double CounterIn(std::string_view body, const std::string& name) {
+  for (const auto& m : Messages(std::string(body))) {
+    const auto family = Fields(m);
+    if (Only(family, 1).bytes != name) continue;
+    const auto value = Only(Fields(Only(Fields(Only(family, 4).bytes), 3).bytes), 1).bytes;
+    double d;
+    std::memcpy(&d, value.data(), sizeof d);
+    return d;
+  }
+  return -1;
+}
+
+std::string HeaderOf(const HttpResponse& r, const std::string& name) {
+  for (const auto& [n, v] : r.extra_headers) {
+    if (n == name) return v;
+  }
+  return "<absent>";
+}
+
+}  // namespace
+
+TEST_CASE("clients of the same moment share one snapshot whatever their format", "[protobuf]") {
+  constexpr const char* kAccept =
+      "application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;"
+      "encoding=delimited";
+  const HttpRequest text{"GET", "/metrics", "", "", "", ""};
+  const HttpRequest proto{"GET", "/metrics", "", kAccept, "", ""};
+  const HttpRequest proto_gz{"GET", "/metrics", "", kAccept, "gzip", ""};
+  FakeSource source(MakeSnapshot(4));
+  ExporterOptions sharing;
+  sharing.share_window = std::chrono::hours(1);  // everything below is "the same moment"
+  Exporter exporter(&source, sharing, nullptr);
+
+  HttpResponse a, b, c, d;
+  exporter.Handle(text, &a);  // still being sent: holds the scrape
+  exporter.Handle(proto, &b);
+  exporter.Handle(proto, &c);
+  exporter.Handle(proto_gz, &d);
+  CHECK(a.content_type == "text/plain; version=0.0.4; charset=utf-8");
+  CHECK(b.content_type ==
+        "application/vnd.google.protobuf; proto=io.prometheus.client.MetricFamily; "
+        "encoding=delimited");
+  CHECK(HeaderOf(b, "Vary") == "Accept, Accept-Encoding");
+  CHECK(HeaderOf(b, "Content-Encoding") == "<absent>");
+  CHECK(HeaderOf(d, "Content-Encoding") == "gzip");
+  CHECK(b.shared_body.owner != a.shared_body.owner);
+  CHECK(c.shared_body.owner == b.shared_body.owner);  // one protobuf body
+  CHECK(CounterIn(b.Body(), "uwsgi_exporter_scrapes_total") == 1);
+  std::string again;
+  exporter.Scrape(&again, ExpositionFormat::kProtobuf);
+  CHECK(CounterIn(again, "uwsgi_exporter_scrapes_total") == 2);
+
+  SECTION("without protobuf offered, its clients get text") {
+    ExporterOptions text_only;
+    text_only.protobuf = false;
+    Exporter plain(&source, text_only, nullptr);
+    HttpResponse r;
+    plain.Handle(proto, &r);
+    CHECK(r.content_type == "text/plain; version=0.0.4; charset=utf-8");
+    CHECK(HeaderOf(r, "Vary") == "Accept-Encoding");
+  }
 }
