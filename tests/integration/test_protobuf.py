@@ -209,5 +209,134 @@ class SameScrape(unittest.TestCase):
                 self.assertEqual((status, h['Content-Type']), (200, TEXT))
 
 
+
+# The relabelling the README gives for the plugin's own histograms: under
+# protobuf, Prometheus 2.x spells integral bucket bounds its way.
+RELABEL = r'''    metric_relabel_configs:
+      - source_labels: [__name__, le]
+        regex: '(uwsgi_request_duration_seconds|uwsgi_response_size_bytes)_bucket;([0-9]+)\.0'
+        target_label: le
+        replacement: '$2'
+      - source_labels: [__name__, le]
+        regex: 'uwsgi_response_size_bytes_bucket;1e\+06'
+        target_label: le
+        replacement: '1000000'
+      - source_labels: [__name__, le]
+        regex: 'uwsgi_response_size_bytes_bucket;1e\+07'
+        target_label: le
+        replacement: '10000000'
+      - source_labels: [__name__, le]
+        regex: 'uwsgi_response_size_bytes_bucket;1e\+08'
+        target_label: le
+        replacement: '100000000'
+      - source_labels: [__name__, le]
+        regex: 'uwsgi_response_size_bytes_bucket;1e\+09'
+        target_label: le
+        replacement: '1000000000'
+'''
+RESPELLED = ('uwsgi_request_duration_seconds_bucket', 'uwsgi_response_size_bytes_bucket')
+# Series that move between two scrapes of a quiet uWSGI.
+MOVING = ('uwsgi_exporter_', 'process_', 'uwsgi_prometheus_', 'uwsgi_worker_', 'scrape_')
+
+
+@unittest.skipUnless(shutil.which('prometheus') and library_available(),
+                     'prometheus and python3-prometheus-client are needed')
+class RealPrometheus(unittest.TestCase):
+    """Prometheus 2.42 with --enable-feature=native-histograms (protobuf) and
+    without (text) scraping one uWSGI: the same series and values, but for
+    the integral `le` of the plugin's own histograms, which Prometheus
+    respells when it parses protobuf and the README's relabelling restores."""
+
+    def start_prometheus(self, directory, jobs, native):
+        port = free_port()
+        config = os.path.join(directory, 'prometheus-%d.yml' % port)
+        with open(config, 'w') as f:
+            f.write('scrape_configs:\n')
+            for job, relabel in jobs:
+                f.write('  - job_name: %s\n    scrape_interval: 1s\n'
+                        '    static_configs: [{targets: ["127.0.0.1:%d"]}]\n' % (job, self.u.port))
+                if relabel:
+                    f.write(RELABEL)
+        log = open(os.path.join(directory, 'prometheus-%d.log' % port), 'wb')
+        self.addCleanup(log.close)
+        args = ['prometheus', '--config.file', config, '--storage.tsdb.path',
+                os.path.join(directory, 'data-%d' % port), '--web.listen-address',
+                '127.0.0.1:%d' % port]
+        if native:
+            args.append('--enable-feature=native-histograms')
+        proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
+        self.addCleanup(lambda: (proc.kill(), proc.wait()))
+        self.logs[port] = log.name
+        return port
+
+    def log_of(self, port):
+        with open(self.logs[port], 'rb') as f:
+            return f.read()[-3000:].decode('utf-8', 'replace')
+
+    def api(self, port, path, **params):
+        url = 'http://127.0.0.1:%d/api/v1/%s?%s' % (port, path, urllib.parse.urlencode(params))
+        with urllib.request.urlopen(url, timeout=10) as r:
+            return json.load(r)['data']
+
+    def scraped_twice(self, port):
+        targets = self.api(port, 'targets')['activeTargets']
+        if not targets or any(t['health'] != 'up' for t in targets):
+            return False
+        counts = self.api(port, 'query', query='count_over_time(up[1m])')
+        return all(float(r['value'][1]) >= 2 for r in counts['result'])
+
+    def series(self, port, job):
+        """{label set without job: value} of the job's latest scrape."""
+        result = self.api(port, 'query', query='{job="%s"}' % job)['result']
+        out = {}
+        for r in result:
+            labels = dict(r['metric'])
+            del labels['job']
+            out[frozenset(labels.items())] = r['value'][1]
+        return out
+
+    def test_same_series_as_text_after_relabelling(self):
+        self.logs = {}
+        self.u = Uwsgi(workers=2)
+        mp = self.u.add_multiproc_dir()
+        self.u.start()
+        self.addCleanup(self.u.cleanup)
+        for i in range(3):
+            subprocess.run([SYSTEM_PYTHON, '-c', WRITER, mp, str(i)], check=True, timeout=60)
+        for path in ('/', '/mp', '/status/404/0'):
+            self.u.request(path)
+        self.u.scrape_counted(3)
+        text_port = self.start_prometheus(self.u.dir, [('text', False)], native=False)
+        proto_port = self.start_prometheus(self.u.dir, [('raw', False), ('relabelled', True)],
+                                           native=True)
+        for port in (text_port, proto_port):
+            wait_for(lambda: self.scraped_twice(port), timeout=90, interval=0.5,
+                     what=lambda: 'Prometheus to scrape twice (log: %s)' % self.log_of(port))
+        text = self.series(text_port, 'text')
+        raw = self.series(proto_port, 'raw')
+        relabelled = self.series(proto_port, 'relabelled')
+
+        def name(key):
+            return dict(key)['__name__']
+        self.assertGreater(len(text), 250)
+        self.assertEqual(sorted(set(text) ^ set(relabelled), key=repr), [])
+        for key, value in text.items():
+            if not name(key).startswith(MOVING):
+                self.assertEqual(relabelled[key], value, key)
+        # Without the relabelling, only the respelled bounds differ: proof
+        # that Prometheus parsed protobuf, and of what it changes.
+        only_text = {k for k in set(text) - set(raw)}
+        only_raw = {k for k in set(raw) - set(text)}
+        self.assertTrue(only_raw)
+        self.assertEqual({name(k) for k in only_text | only_raw}, set(RESPELLED))
+
+        def as_number(keys):
+            return {frozenset((k, float(v) if k == 'le' else v) for k, v in key) for key in keys}
+        self.assertEqual(as_number(only_text), as_number(only_raw))
+        self.assertIn(frozenset({'__name__': 'uwsgi_request_duration_seconds_bucket',
+                                 'instance': '127.0.0.1:%d' % self.u.port,
+                                 'le': '1.0'}.items()), only_raw)
+
+
 if __name__ == '__main__':
     unittest.main()
