@@ -212,28 +212,16 @@ class SameScrape(unittest.TestCase):
 
 # The relabelling the README gives for the plugin's own histograms: under
 # protobuf, Prometheus 2.x spells integral bucket bounds its way.
-RELABEL = r'''    metric_relabel_configs:
-      - source_labels: [__name__, le]
-        regex: '(uwsgi_request_duration_seconds|uwsgi_response_size_bytes)_bucket;([0-9]+)\.0'
+RULE = """      - source_labels: [__name__, le]
+        regex: '%s'
         target_label: le
-        replacement: '$2'
-      - source_labels: [__name__, le]
-        regex: 'uwsgi_response_size_bytes_bucket;1e\+06'
-        target_label: le
-        replacement: '1000000'
-      - source_labels: [__name__, le]
-        regex: 'uwsgi_response_size_bytes_bucket;1e\+07'
-        target_label: le
-        replacement: '10000000'
-      - source_labels: [__name__, le]
-        regex: 'uwsgi_response_size_bytes_bucket;1e\+08'
-        target_label: le
-        replacement: '100000000'
-      - source_labels: [__name__, le]
-        regex: 'uwsgi_response_size_bytes_bucket;1e\+09'
-        target_label: le
-        replacement: '1000000000'
-'''
+        replacement: '%s'
+"""
+RELABEL = ('    metric_relabel_configs:\n' +
+           RULE % (r'(uwsgi_request_duration_seconds|uwsgi_response_size_bytes)_bucket;'
+                   r'([0-9]+)\.0', '$2') +
+           ''.join(RULE % (r'uwsgi_response_size_bytes_bucket;1e\+%02d' % e, 10 ** e)
+                   for e in range(6, 10)))
 RESPELLED = ('uwsgi_request_duration_seconds_bucket', 'uwsgi_response_size_bytes_bucket')
 # Series that move between two scrapes of a quiet uWSGI.
 MOVING = ('uwsgi_exporter_', 'process_', 'uwsgi_prometheus_', 'uwsgi_worker_', 'scrape_')
@@ -296,6 +284,8 @@ class RealPrometheus(unittest.TestCase):
         return out
 
     def test_same_series_as_text_after_relabelling(self):
+        with open(os.path.join(HERE, '..', '..', 'README.md')) as f:
+            self.assertIn(RELABEL, f.read())  # the rules tested are the rules documented
         self.logs = {}
         self.u = Uwsgi(workers=2)
         mp = self.u.add_multiproc_dir()
