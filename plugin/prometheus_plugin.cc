@@ -47,6 +47,9 @@ struct Options {
   int bind_fail_fast = 0;
   char* bind_retry = nullptr;
   char* web_config = nullptr;
+  char* native_schema = nullptr;
+  char* native_duration_range = nullptr;
+  char* native_size_range = nullptr;
 } options;
 
 // Runtime state, owned by the master. Heap objects are intentionally not
@@ -95,6 +98,9 @@ RawConfig RawOptions() {
   raw.per_worker = options.per_worker != 0;
   raw.bind_fail_fast = options.bind_fail_fast != 0;
   raw.bind_retry = Given(options.bind_retry);
+  raw.native_schema = Given(options.native_schema);
+  raw.native_duration_range = Given(options.native_duration_range);
+  raw.native_size_range = Given(options.native_size_range);
   raw.instance_name = InstanceName(ReadInstanceIdentity().config_file);
   return raw;
 }
@@ -396,6 +402,18 @@ struct uwsgi_option option_table[] = {
      const_cast<char*>("request duration histogram bounds in seconds, comma separated "
                        "(default .005,.01,.025,.05,.1,.25,.5,1,2.5,5,10)"),
      uwsgi_opt_set_str, &options.buckets, 0},
+    {const_cast<char*>("prometheus-native-schema"), required_argument, 0,
+     const_cast<char*>("resolution of the native histograms of request duration and response "
+                       "size, -4..8 (default 3: bucket factor 1.09), or off"),
+     uwsgi_opt_set_str, &options.native_schema, 0},
+    {const_cast<char*>("prometheus-native-duration-range"), required_argument, 0,
+     const_cast<char*>("durations in seconds the native histogram resolves, MIN,MAX (default "
+                       "1e-5,1e4; below: zero bucket, above: highest bucket)"),
+     uwsgi_opt_set_str, &options.native_duration_range, 0},
+    {const_cast<char*>("prometheus-native-size-range"), required_argument, 0,
+     const_cast<char*>("response sizes in bytes the native histogram resolves, MIN,MAX "
+                       "(default 1,1e9)"),
+     uwsgi_opt_set_str, &options.native_size_range, 0},
     {const_cast<char*>("prometheus-per-app"), no_argument, 0,
      const_cast<char*>("label request metrics with the app's mountpoint"), uwsgi_opt_true,
      &options.per_app, 0},

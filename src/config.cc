@@ -29,6 +29,41 @@ bool ResolveBuckets(const RawConfig& raw, Config* config, std::string* error) {
   return false;
 }
 
+bool ResolveNative(const RawConfig& raw, Config* config, std::string* error) {
+  NativeOptions& native = config->native;
+  native = NativeOptions();
+  std::string reason;
+  if (raw.native_schema && !ParseNativeSchema(*raw.native_schema, &native, &reason)) {
+    *error = OptionError("native-schema", *raw.native_schema, reason);
+    return false;
+  }
+  if (raw.native_duration_range &&
+      !ParseNativeRange(*raw.native_duration_range, &native.duration_min, &native.duration_max,
+                        &reason)) {
+    *error = OptionError("native-duration-range", *raw.native_duration_range, reason);
+    return false;
+  }
+  if (raw.native_size_range && !ParseNativeRange(*raw.native_size_range, &native.size_min,
+                                                 &native.size_max, &reason)) {
+    *error = OptionError("native-size-range", *raw.native_size_range, reason);
+    return false;
+  }
+  if (!native.enabled) return true;
+  // Too many buckets: blame the range when one was given, else the schema.
+  const std::optional<std::string>* given[] = {&raw.native_duration_range,
+                                               &raw.native_size_range};
+  const char* names[] = {"native-duration-range", "native-size-range"};
+  const double mins[] = {native.duration_min, native.size_min};
+  const double maxs[] = {native.duration_max, native.size_max};
+  for (int i = 0; i < 2; ++i) {
+    if (CheckNativeRange(mins[i], maxs[i], native.schema, &reason)) continue;
+    *error = *given[i] ? OptionError(names[i], **given[i], reason)
+                       : OptionError("native-schema", raw.native_schema.value_or("3"), reason);
+    return false;
+  }
+  return true;
+}
+
 constexpr std::string_view kVassal = "%(vassal)";
 
 // --prometheus-socket with every %(vassal) replaced by the instance's name.
@@ -129,7 +164,8 @@ std::string OptionError(std::string_view option, std::string_view value, std::st
 bool ResolveConfig(const RawConfig& raw, Config* config, std::string* error) {
   if (!ResolvePath(raw, config, error) || !ResolveBuckets(raw, config, error) ||
       !ResolveSocket(raw, config, error) || !ResolveMultiprocDir(raw, config, error) ||
-      !ResolveBindRetry(raw, config, error) || !ResolveWebConfig(raw, config, error)) {
+      !ResolveBindRetry(raw, config, error) || !ResolveWebConfig(raw, config, error) ||
+      !ResolveNative(raw, config, error)) {
     return false;
   }
   config->stats_uri = raw.stats_uri;
@@ -155,6 +191,7 @@ RequestStatsOptions RequestStatsOptionsFor(const Config& config, int workers, in
   options.duration_bounds = config.buckets;
   options.workers = static_cast<uint32_t>(workers > 0 ? workers : 1);
   options.apps = config.per_app ? static_cast<uint32_t>(max_apps > 0 ? max_apps : 0) + 1 : 1;
+  options.native = config.native;
   return options;
 }
 

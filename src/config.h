@@ -27,6 +27,9 @@ struct RawConfig {
   bool per_worker = false;                   // --prometheus-per-worker
   bool bind_fail_fast = false;               // --prometheus-bind-fail-fast
   std::optional<std::string> bind_retry;     // --prometheus-bind-retry (seconds)
+  std::optional<std::string> native_schema;          // --prometheus-native-schema
+  std::optional<std::string> native_duration_range;  // --prometheus-native-duration-range
+  std::optional<std::string> native_size_range;      // --prometheus-native-size-range
   // Not an option: what %(vassal) in --prometheus-socket stands for, the
   // instance's config file name (InstanceName); empty when it has none.
   std::string instance_name;
@@ -44,6 +47,7 @@ struct Config {
   bool per_worker = false;
   bool bind_fail_fast = false;   // a busy address stops start-up
   int bind_retry_max_s = 30;     // longest wait between bind attempts, 1..3600
+  NativeOptions native;          // native histograms of request duration and size
 };
 
 // Fills `config` from `raw`; on the first bad option returns false with

@@ -30,10 +30,11 @@ std::vector<std::vector<std::string>> AppLabels(const Snapshot& snapshot) {
   return labels;
 }
 
-FamilyProvider RequestStatsProvider(const RequestStats* stats, bool per_app, bool per_worker) {
+RequestFamiliesFunction RequestFamilies(const RequestStats* stats, bool per_app, bool per_worker) {
   auto last_labels = std::make_shared<std::vector<std::vector<std::string>>>();
   return [stats, per_app, per_worker, last_labels](const Snapshot& snapshot, bool taken,
-                                                   std::vector<ServedFamily>* out) {
+                                                   std::vector<ServedFamily>* out,
+                                                   std::vector<NativeSeries>* native) {
     RequestStats::RenderOptions options;
     options.per_worker = per_worker;
     if (per_app) {
@@ -42,8 +43,15 @@ FamilyProvider RequestStatsProvider(const RequestStats* stats, bool per_app, boo
       if (options.app_labels.empty()) options.app_labels.resize(1);  // still per app
     }
     std::vector<prometheus::MetricFamily> families;
-    stats->AppendFamilies(options, &families);
+    stats->AppendFamilies(options, &families, native);
     Serve(std::move(families), BoundSpelling::kShortest, out);
+  };
+}
+
+FamilyProvider RequestStatsProvider(const RequestStats* stats, bool per_app, bool per_worker) {
+  return [families = RequestFamilies(stats, per_app, per_worker)](
+             const Snapshot& snapshot, bool taken, std::vector<ServedFamily>* out) {
+    families(snapshot, taken, out, nullptr);
   };
 }
 

@@ -26,6 +26,15 @@ std::vector<std::vector<std::string>> AppLabels(const Snapshot& snapshot);
 // the scrape's snapshot, or of the last one taken when it cannot be read.
 FamilyProvider RequestStatsProvider(const RequestStats* stats, bool per_app, bool per_worker);
 
+// The same families, and with `native` (non-null) the native histograms of
+// their histogram series, read in the same pass (for the protobuf format;
+// none when native histograms are off). RequestStatsProvider is this with
+// native null.
+using RequestFamiliesFunction = std::function<void(const Snapshot&, bool taken,
+                                                   std::vector<ServedFamily>*,
+                                                   std::vector<NativeSeries>* native)>;
+RequestFamiliesFunction RequestFamilies(const RequestStats* stats, bool per_app, bool per_worker);
+
 // The merged families of `collector` (which must outlive the provider) and
 // its uwsgi_prometheus_multiproc_* families. A skipped file is logged once
 // per file and reason (up to 1000 lines).

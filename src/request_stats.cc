@@ -24,6 +24,42 @@ constexpr size_t kHeaderBytes = 4096;
 
 size_t SlotBytes() { return sizeof(RequestSlot); }
 
+static_assert(sizeof(RequestStatsHeader) <= kHeaderBytes, "the header outgrew its page");
+
+uint32_t NativeRecordBytes(const NativeRange& duration, const NativeRange& size) {
+  const size_t bytes = (duration.Slots() + size.Slots()) * sizeof(std::atomic<uint64_t>);
+  return static_cast<uint32_t>((bytes + 127) / 128 * 128);
+}
+
+// The native part of a fresh header; false with a message on bad options.
+bool SetUpNative(const NativeOptions& native, RequestStatsHeader* h, NativeIndexer* indexer,
+                 std::string* error) {
+  h->native_enabled = native.enabled ? 1 : 0;
+  if (!native.enabled) return true;
+  if (native.schema < kNativeMinSchema || native.schema > kNativeMaxSchema) {
+    *error = "native histogram schema " + std::to_string(native.schema) + " is not in -4..8";
+    return false;
+  }
+  if (!CheckNativeOptions(native, error)) return false;
+  h->native_schema = native.schema;
+  FillNativeIndexer(native.schema, indexer);
+  h->native_duration = NativeRangeFor(native.duration_min, native.duration_max, *indexer);
+  h->native_size = NativeRangeFor(native.size_min, native.size_max, *indexer);
+  h->native_record_bytes = NativeRecordBytes(h->native_duration, h->native_size);
+  return true;
+}
+
+bool NativeHeaderValid(const RequestStatsHeader& h) {
+  if (!h.native_enabled) return h.native_record_bytes == 0;
+  return h.native_schema >= kNativeMinSchema && h.native_schema <= kNativeMaxSchema &&
+         h.native_duration.lowest <= h.native_duration.highest &&
+         h.native_size.lowest <= h.native_size.highest &&
+         h.native_duration.highest - h.native_duration.lowest < kNativeMaxBuckets &&
+         h.native_size.highest - h.native_size.lowest < kNativeMaxBuckets &&
+         h.native_record_bytes == NativeRecordBytes(h.native_duration, h.native_size) &&
+         h.native_offset == kHeaderBytes + uint64_t{h.slots} * SlotBytes();
+}
+
 }  // namespace
 
 size_t MethodIndex(std::string_view method) {
@@ -33,8 +69,8 @@ size_t MethodIndex(std::string_view method) {
   return kMethodCount - 1;
 }
 
-size_t RequestStatsBytes(uint32_t workers, uint32_t apps) {
-  return kHeaderBytes + static_cast<size_t>(workers) * apps * SlotBytes();
+size_t RequestStatsBytes(uint32_t workers, uint32_t apps, uint32_t native_record_bytes) {
+  return kHeaderBytes + static_cast<size_t>(workers) * apps * (SlotBytes() + native_record_bytes);
 }
 
 bool ParseBuckets(const std::string& text, std::vector<double>* out, std::string* error) {
@@ -78,7 +114,10 @@ bool RequestStats::Create(const RequestStatsOptions& options, std::string* error
     *error = "invalid request stats options";
     return false;
   }
-  const size_t bytes = RequestStatsBytes(options.workers, options.apps);
+  RequestStatsHeader native{};
+  if (!SetUpNative(options.native, &native, &indexer_, error)) return false;
+  const size_t bytes =
+      RequestStatsBytes(options.workers, options.apps, native.native_record_bytes);
   void* base = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
   if (base == MAP_FAILED) {
     *error = std::string("cannot map ") + std::to_string(bytes) + " bytes of shared memory: " +
@@ -87,6 +126,7 @@ bool RequestStats::Create(const RequestStatsOptions& options, std::string* error
   }
   // Fresh anonymous memory is zero: every atomic starts at 0.
   auto* h = static_cast<RequestStatsHeader*>(base);
+  *h = native;
   h->magic = kRequestStatsMagic;
   h->version = kRequestStatsVersion;
   h->header_bytes = kHeaderBytes;
@@ -100,6 +140,7 @@ bool RequestStats::Create(const RequestStatsOptions& options, std::string* error
   for (size_t i = 0; i < options.duration_bounds.size(); ++i) {
     h->duration_bounds_us[i] = options.duration_bounds[i] * 1e6;
   }
+  h->native_offset = kHeaderBytes + static_cast<uint64_t>(h->slots) * SlotBytes();
   base_ = base;
   bytes_ = bytes;
   owned_ = true;
@@ -115,8 +156,8 @@ bool RequestStats::Attach(void* base, size_t bytes, std::string* error) {
   }
   if (h->version != kRequestStatsVersion || h->slot_bytes != SlotBytes() ||
       h->header_bytes != kHeaderBytes || h->pair_slots != kPairSlots ||
-      h->duration_buckets > kMaxDurationBuckets ||
-      bytes < RequestStatsBytes(h->workers, h->apps)) {
+      h->duration_buckets > kMaxDurationBuckets || !NativeHeaderValid(*h) ||
+      bytes < RequestStatsBytes(h->workers, h->apps, h->native_record_bytes)) {
     *error = "request stats table version " + std::to_string(h->version) +
              " does not match this build (version " + std::to_string(kRequestStatsVersion) + ")";
     return false;
@@ -125,6 +166,7 @@ bool RequestStats::Attach(void* base, size_t bytes, std::string* error) {
   bytes_ = bytes;
   owned_ = false;
   header_ = h;
+  if (h->native_enabled) FillNativeIndexer(h->native_schema, &indexer_);
   return true;
 }
 
@@ -137,11 +179,20 @@ RequestSlot* RequestStats::slot(uint32_t index) const {
   return reinterpret_cast<RequestSlot*>(first + static_cast<size_t>(index) * SlotBytes());
 }
 
+NativeSlot RequestStats::native_slot(uint32_t index) const {
+  if (!header_->native_enabled) return {nullptr, nullptr};
+  auto* record = reinterpret_cast<std::atomic<uint64_t>*>(
+      reinterpret_cast<char*>(base_) + header_->native_offset +
+      static_cast<size_t>(index) * header_->native_record_bytes);
+  return {record, record + header_->native_duration.Slots()};
+}
+
 void RequestStats::Observe(const RequestObservation& o) noexcept {
   const RequestStatsHeader* h = header_;
   if (!h || o.worker_id == 0 || o.worker_id > h->workers) return;
   const uint32_t app = o.app_index < h->apps ? o.app_index : h->apps - 1;
-  RequestSlot* s = slot((o.worker_id - 1) * h->apps + app);
+  const uint32_t index = (o.worker_id - 1) * h->apps + app;
+  RequestSlot* s = slot(index);
   constexpr auto relaxed = std::memory_order_relaxed;
 
   // Duration: first bucket whose bound is >= the observation ("le").
@@ -179,6 +230,11 @@ void RequestStats::Observe(const RequestObservation& o) noexcept {
     }
   }
   if (!counted) s->overflow.fetch_add(1, relaxed);
+  if (h->native_enabled) {
+    const NativeSlot n = native_slot(index);
+    NativeRecord(us * 1e-6, h->native_duration, indexer_, n.duration);
+    NativeRecord(size, h->native_size, indexer_, n.size);
+  }
   // Last, so that a scrape never sees more requests than observations.
   s->count.fetch_add(1, std::memory_order_release);
 }
@@ -194,6 +250,8 @@ struct Sums {
   uint64_t size_sum = 0;
   std::map<std::pair<uint32_t, uint32_t>, uint64_t> pairs;  // (method, code)
   uint64_t overflow = 0;
+  std::vector<uint64_t> native_duration;  // NativeRange layout; empty: not read
+  std::vector<uint64_t> native_size;
 };
 
 // A series: (worker label, app label), each empty when not split by it.
@@ -222,6 +280,30 @@ void AddSlot(const RequestSlot& s, uint64_t count, uint32_t duration_buckets, Su
     sum->pairs[{(key >> 16) - 1, key & 0xffff}] += pair.count.load(relaxed);
   }
   sum->overflow += s.overflow.load(relaxed);
+}
+
+// Adds a slot's native counts (read after its count, as the classic ones).
+void AddNative(const NativeSlot& n, const RequestStatsHeader& h, Sums* sum) {
+  constexpr auto relaxed = std::memory_order_relaxed;
+  sum->native_duration.resize(h.native_duration.Slots());
+  sum->native_size.resize(h.native_size.Slots());
+  for (size_t b = 0; b < sum->native_duration.size(); ++b) {
+    sum->native_duration[b] += n.duration[b].load(relaxed);
+  }
+  for (size_t b = 0; b < sum->native_size.size(); ++b) {
+    sum->native_size[b] += n.size[b].load(relaxed);
+  }
+}
+
+// The two native histograms of one series, labelled as its classic ones.
+void AppendNative(const RequestStatsHeader& h, const std::vector<ClientMetric::Label>& labels,
+                  const Sums& sum, std::vector<NativeSeries>* out) {
+  out->push_back({kDurationFamily, labels,
+                  MakeNativeHistogram(h.native_schema, h.native_duration, sum.native_duration,
+                                      static_cast<double>(sum.duration_sum_us) / 1e6)});
+  out->push_back({kSizeFamily, labels,
+                  MakeNativeHistogram(h.native_schema, h.native_size, sum.native_size,
+                                      static_cast<double>(sum.size_sum))});
 }
 
 // Consistency within one scrape: the +Inf bucket is _count. Buckets may have
@@ -260,20 +342,24 @@ std::vector<ClientMetric::Label> BaseLabels(const SeriesKey& key, bool per_app, 
 }
 
 // The three families, one series per key; labels sorted by name.
+// With `native`, also the native histograms (labels in name order, as
+// BaseLabels makes them).
 void AppendSeries(const std::map<SeriesKey, Sums>& series,
                   const std::vector<double>& duration_bounds, bool per_app, bool per_worker,
-                  std::vector<MetricFamily>* out) {
+                  std::vector<MetricFamily>* out, const RequestStatsHeader* native_header,
+                  std::vector<NativeSeries>* native) {
   const std::vector<double> size_bounds(std::begin(kSizeBounds), std::end(kSizeBounds));
-  MetricFamily duration{"uwsgi_request_duration_seconds",
+  MetricFamily duration{kDurationFamily,
                         "Time from the start of a request to its end in the worker, in seconds.",
                         MetricType::Histogram, {}};
-  MetricFamily size{"uwsgi_response_size_bytes",
+  MetricFamily size{kSizeFamily,
                     "Size of responses (headers and body), in bytes.", MetricType::Histogram, {}};
   MetricFamily requests{"uwsgi_requests_total",
                         "Requests finished by the workers, by HTTP status code and method.",
                         MetricType::Counter, {}};
   for (const auto& [key, sum] : series) {
     const auto labels = BaseLabels(key, per_app, per_worker);
+    if (native) AppendNative(*native_header, labels, sum, native);
     duration.metric.push_back(Histogram(labels, sum.duration.data(), duration_bounds, sum.count,
                                         static_cast<double>(sum.duration_sum_us) / 1e6));
     size.metric.push_back(Histogram(labels, sum.size, size_bounds, sum.count,
@@ -295,10 +381,23 @@ void AppendSeries(const std::map<SeriesKey, Sums>& series,
 
 }  // namespace
 
-void RequestStats::AppendFamilies(const RenderOptions& options,
-                                  std::vector<MetricFamily>* out) const {
+const NativeHistogram* FindNative(const std::vector<NativeSeries>& native,
+                                  const std::string& family,
+                                  const std::vector<ClientMetric::Label>& labels) {
+  auto sorted = labels;
+  std::sort(sorted.begin(), sorted.end(),
+            [](const auto& a, const auto& b) { return a.name < b.name; });
+  for (const auto& n : native) {
+    if (n.family == family && n.labels == sorted) return &n.histogram;
+  }
+  return nullptr;
+}
+
+void RequestStats::AppendFamilies(const RenderOptions& options, std::vector<MetricFamily>* out,
+                                  std::vector<NativeSeries>* native) const {
   const RequestStatsHeader* h = header_;
   if (!h) return;
+  if (!h->native_enabled) native = nullptr;
   const bool per_app = !options.app_labels.empty() && h->apps > 1;
   // Group slots into series.
   std::map<SeriesKey, Sums> series;
@@ -309,16 +408,17 @@ void RequestStats::AppendFamilies(const RenderOptions& options,
       // so a histogram never has _count above its +Inf bucket.
       const uint64_t count = s->count.load(std::memory_order_acquire);
       if (count == 0) continue;
-      AddSlot(*s, count, h->duration_buckets,
-              &series[{options.per_worker ? std::to_string(w + 1) : std::string(),
-                       per_app ? AppLabel(options, w, a) : std::string()}]);
+      Sums& sum = series[{options.per_worker ? std::to_string(w + 1) : std::string(),
+                          per_app ? AppLabel(options, w, a) : std::string()}];
+      AddSlot(*s, count, h->duration_buckets, &sum);
+      if (native) AddNative(native_slot(w * h->apps + a), *h, &sum);
     }
   }
   std::vector<double> duration_bounds(h->duration_buckets);
   for (uint32_t b = 0; b < h->duration_buckets; ++b) {
     duration_bounds[b] = h->duration_bounds_us[b] / 1e6;
   }
-  AppendSeries(series, duration_bounds, per_app, options.per_worker, out);
+  AppendSeries(series, duration_bounds, per_app, options.per_worker, out, h, native);
 }
 
 }  // namespace uwsgi_prometheus

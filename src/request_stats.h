@@ -6,7 +6,9 @@
 // Layout: one header page, then `slots` records of `slot_bytes` each, every
 // record starting on its own 128-byte boundary so two workers never write
 // the same cache line (nor adjacent-line prefetch pairs). Slot index =
-// (worker_id - 1) * apps + app_index.
+// (worker_id - 1) * apps + app_index. With native histograms, a second array
+// follows the slots: one record of `native_record_bytes` per slot (same
+// index), also 128-byte aligned, holding the native bucket counts.
 #pragma once
 
 #include <atomic>
@@ -18,10 +20,12 @@
 
 #include <prometheus/metric_family.h>
 
+#include "native_histogram.h"
+
 namespace uwsgi_prometheus {
 
 inline constexpr uint64_t kRequestStatsMagic = 0x5052'4f4d'5251'5354ULL;  // "PROMRQST"
-inline constexpr uint32_t kRequestStatsVersion = 1;
+inline constexpr uint32_t kRequestStatsVersion = 2;
 inline constexpr size_t kMaxDurationBuckets = 32;
 inline constexpr size_t kSizeBuckets = 8;
 
@@ -36,6 +40,10 @@ inline constexpr size_t kMethodCount = sizeof(kMethods) / sizeof(kMethods[0]);
 // under method "other", code "other" (bounded memory and cardinality).
 inline constexpr size_t kPairSlots = 64;
 
+// The histogram families (each has a native histogram per series).
+inline constexpr const char* kDurationFamily = "uwsgi_request_duration_seconds";
+inline constexpr const char* kSizeFamily = "uwsgi_response_size_bytes";
+
 // Response size buckets in bytes (headers + body).
 inline constexpr double kSizeBounds[kSizeBuckets] = {100, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9};
 
@@ -45,6 +53,7 @@ struct RequestStatsOptions {
   std::vector<double> duration_bounds;  // seconds, strictly increasing, finite
   uint32_t workers = 1;
   uint32_t apps = 1;  // app slots per worker (1 unless per-app)
+  NativeOptions native;
 };
 
 // Parses "0.005,0.01,..." (also space separated). Returns false with a
@@ -69,6 +78,14 @@ struct RequestStatsHeader {
   uint32_t pair_slots;
   uint32_t size_buckets;
   double duration_bounds_us[kMaxDurationBuckets];  // microseconds
+  // Native histograms (none when native_enabled is 0).
+  uint32_t native_enabled;
+  int32_t native_schema;
+  uint64_t native_offset;        // bytes from the table's start to the first record
+  uint32_t native_record_bytes;  // one slot's record, a multiple of 128
+  uint32_t native_reserved;
+  NativeRange native_duration;  // seconds; counts at the record's start
+  NativeRange native_size;      // bytes; counts right after the duration's
 };
 
 // One record. Buckets are not cumulative here (the scrape accumulates).
@@ -85,6 +102,29 @@ struct alignas(128) RequestSlot {
   } pairs[kPairSlots];
 };
 static_assert(std::atomic<uint64_t>::is_always_lock_free, "needs lock-free 64-bit atomics");
+
+// One slot's native bucket counts: the duration's (NativeRange layout: zero
+// bucket, then lowest..highest), then the size's. Counts only; the sample
+// count and sum are the slot's (shared with the classic histograms).
+struct NativeSlot {
+  std::atomic<uint64_t>* duration;
+  std::atomic<uint64_t>* size;
+};
+
+// A native histogram of one series, for the protobuf encoder: `family` and
+// `labels` (sorted by name) are exactly those of the classic series in the
+// families AppendFamilies returned in the same call.
+struct NativeSeries {
+  std::string family;  // kDurationFamily or kSizeFamily
+  std::vector<prometheus::ClientMetric::Label> labels;
+  NativeHistogram histogram;
+};
+
+// The native histogram of the series `family`{`labels`} (labels in any
+// order), or null.
+const NativeHistogram* FindNative(const std::vector<NativeSeries>& native,
+                                  const std::string& family,
+                                  const std::vector<prometheus::ClientMetric::Label>& labels);
 
 // The observation one finished request makes.
 struct RequestObservation {
@@ -105,7 +145,11 @@ class RequestStats {
   bool Attach(void* base, size_t bytes, std::string* error);
   RequestStats() = default;
   RequestStats(RequestStats&& other) noexcept
-      : base_(other.base_), bytes_(other.bytes_), owned_(other.owned_), header_(other.header_) {
+      : base_(other.base_),
+        bytes_(other.bytes_),
+        owned_(other.owned_),
+        header_(other.header_),
+        indexer_(other.indexer_) {
     other.base_ = nullptr;
     other.owned_ = false;
     other.header_ = nullptr;
@@ -127,20 +171,29 @@ class RequestStats {
     // that worker's slot (app ids are per worker). Empty: not per app.
     std::vector<std::vector<std::string>> app_labels;
   };
-  void AppendFamilies(const RenderOptions& options,
-                      std::vector<prometheus::MetricFamily>* out) const;
+  // With `native` (and native histograms enabled), also appends one native
+  // histogram per histogram series, read in the same pass: its count is
+  // never below the classic series' _count (requests finishing during the
+  // read can make it higher), so the encoder sends it as sample_count.
+  void AppendFamilies(const RenderOptions& options, std::vector<prometheus::MetricFamily>* out,
+                      std::vector<NativeSeries>* native = nullptr) const;
 
   size_t bytes() const { return bytes_; }
   const RequestStatsHeader* header() const { return header_; }
   RequestSlot* slot(uint32_t index) const;
+  NativeSlot native_slot(uint32_t index) const;  // null pointers when disabled
 
  private:
   void* base_ = nullptr;
   size_t bytes_ = 0;
   bool owned_ = false;
   RequestStatsHeader* header_ = nullptr;
+  // The native bucket lookup for the header's schema: derived from it in
+  // Create and Attach, in this process's memory (workers inherit it).
+  NativeIndexer indexer_;
 };
 
-size_t RequestStatsBytes(uint32_t workers, uint32_t apps);
+// The table's size; `native_record_bytes` is 0 without native histograms.
+size_t RequestStatsBytes(uint32_t workers, uint32_t apps, uint32_t native_record_bytes);
 
 }  // namespace uwsgi_prometheus

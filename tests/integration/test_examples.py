@@ -1,6 +1,9 @@
 """The deployment examples: Prometheus rules (promtool check and unit tests),
-the demo's Prometheus config, and the Kubernetes manifests (built offline
-with `kubectl kustomize`, then checked for what the migration relies on)."""
+the demo's Prometheus config, the Kubernetes manifests (built offline
+with `kubectl kustomize`, then checked for what the migration relies on), and
+the configurations of other collectors (Google Cloud Managed Service for
+Prometheus, the OpenTelemetry Collector), checked against the Deployment."""
+import re
 import base64
 import json
 import os
@@ -47,6 +50,96 @@ class PrometheusExamples(unittest.TestCase):
             text = text.replace('@%s@' % k, v)
         with tempfile.NamedTemporaryFile('w', suffix='.yml') as f:
             f.write(text)
+            f.flush()
+            res = run(['promtool', 'check', 'config', f.name])
+        self.assertEqual(res.returncode, 0, res.stdout + res.stderr)
+
+
+def read_yaml(*path):
+    with open(os.path.join(EXAMPLES, *path)) as f:
+        return yaml_documents(f.read())
+
+
+def demo_pod():
+    """The pod template of examples/kubernetes/deployment.yaml and its
+    container ports by name."""
+    (deployment,) = read_yaml('kubernetes', 'deployment.yaml')
+    pod = deployment['spec']['template']
+    (container,) = pod['spec']['containers']
+    return pod, {p['name']: p['containerPort'] for p in container['ports']}
+
+
+class OtherCollectors(unittest.TestCase):
+    """examples/kubernetes/podmonitoring.yaml and
+    examples/opentelemetry/collector.yaml scrape what the Deployment serves:
+    the plugin's port (named metrics, 9117) and path."""
+
+    def test_podmonitoring_selects_the_pods_on_the_metrics_port(self):
+        (monitor,) = read_yaml('kubernetes', 'podmonitoring.yaml')
+        self.assertEqual((monitor['apiVersion'], monitor['kind']),
+                         ('monitoring.googleapis.com/v1', 'PodMonitoring'))
+        pod, ports = demo_pod()
+        selector = monitor['spec']['selector']['matchLabels']
+        self.assertTrue(selector)
+        self.assertLessEqual(selector.items(), pod['metadata']['labels'].items())
+        (endpoint,) = monitor['spec']['endpoints']
+        self.assertEqual(ports[endpoint['port']], 9117)
+        self.assertEqual(endpoint['path'], '/metrics')
+        self.assertRegex(endpoint['interval'], r'^[0-9]+[smh]$')
+
+    def collector(self):
+        with open(os.path.join(EXAMPLES, 'opentelemetry', 'collector.yaml')) as f:
+            text = f.read()
+        (config,) = yaml_documents(text)
+        return text, config
+
+    def test_collector_pipeline_takes_the_prometheus_receiver(self):
+        _, config = self.collector()
+        metrics = config['service']['pipelines']['metrics']
+        self.assertEqual(metrics['receivers'], ['prometheus'])
+        for kind in ('receivers', 'processors', 'exporters'):
+            for name in metrics.get(kind, []):
+                self.assertIn(name, config[kind])
+
+    def test_collector_scrape_job_keeps_the_metrics_port(self):
+        _, config = self.collector()
+        (job,) = config['receivers']['prometheus']['config']['scrape_configs']
+        self.assertEqual(job['metrics_path'], '/metrics')
+        self.assertEqual(job['kubernetes_sd_configs'], [{'role': 'pod'}])
+        keep = [r for r in job['relabel_configs'] if r.get('action') == 'keep']
+        self.assertIn({'source_labels': ['__meta_kubernetes_pod_container_port_name'],
+                       'action': 'keep', 'regex': 'metrics'}, keep)
+        _, ports = demo_pod()
+        self.assertIn('metrics', ports)
+
+    def test_collector_dollars_are_escaped(self):
+        # The Collector expands ${...} and $$ in its values before the
+        # receiver sees them: a lone $ (a relabel replacement such as $1)
+        # would be taken for a variable.
+        _, config = self.collector()
+
+        def strings(node):
+            if isinstance(node, dict):
+                node = list(node.values())
+            if isinstance(node, list):
+                for item in node:
+                    yield from strings(item)
+            elif isinstance(node, str):
+                yield node
+        for value in strings(config):
+            self.assertNotRegex(value.replace('$$', ''), r'\$(?!\{env:)', value)
+
+    @unittest.skipUnless(shutil.which('promtool'), 'promtool (Debian package prometheus) is missing')
+    def test_collector_scrape_config_passes_promtool(self):
+        # Debian's promtool has no Kubernetes discovery: the same job with a
+        # static target, $$ unescaped as the Collector does.
+        text, _ = self.collector()
+        (config,) = yaml_documents(text.replace('$$', '$'))
+        (job,) = config['receivers']['prometheus']['config']['scrape_configs']
+        del job['kubernetes_sd_configs']
+        job['static_configs'] = [{'targets': ['127.0.0.1:9117']}]
+        with tempfile.NamedTemporaryFile('w', suffix='.yml') as f:
+            json.dump({'scrape_configs': [job]}, f)
             f.flush()
             res = run(['promtool', 'check', 'config', f.name])
         self.assertEqual(res.returncode, 0, res.stdout + res.stderr)

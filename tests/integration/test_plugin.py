@@ -412,6 +412,16 @@ class Misconfiguration(unittest.TestCase):
                 self.assertNotEqual(rc, 0)
                 self.assertIn("[prometheus] --prometheus-path '%s'" % bad, log)
 
+    def test_bad_native_histogram_options(self):
+        for option, bad in (('prometheus-native-schema', '9'),
+                            ('prometheus-native-duration-range', '10,1'),
+                            ('prometheus-native-size-range', '0,1e9')):
+            with self.subTest(option=option, value=bad):
+                rc, log = self.start_failing(extra=[(option, bad)])
+                self.assertNotEqual(rc, 0)
+                self.assertIn("[prometheus] --%s '%s'" % (option, bad), log)
+                self.assertNotIn('spawned uWSGI worker', log)
+
     def test_missing_master(self):
         rc, log = self.start_failing(master=False)
         self.assertNotEqual(rc, 0)

@@ -39,6 +39,25 @@ TEST_CASE("request metrics keep the last known app labels", "[providers]") {
   }
 }
 
+TEST_CASE("request families come with native histograms of the same series", "[providers]") {
+  RequestStats stats = MakeRequestStats(1, 2);
+  stats.Observe({1, 1, 1000, 10, 200, "GET"});
+  Snapshot s = MakeSnapshot(1);
+  s.workers[0].apps[0].mountpoint = "/app";
+  std::vector<ServedFamily> out;
+  std::vector<NativeSeries> native;
+  RequestFamilies(&stats, true, false)(s, true, &out, &native);
+  REQUIRE(native.size() == 2);
+  for (const char* name : {kDurationFamily, kSizeFamily}) {
+    const auto& series = Find(out, name)->metric.at(0);
+    const NativeHistogram* h = FindNative(native, name, series.label);
+    REQUIRE(h);
+    CHECK(h->count == series.histogram.sample_count);
+    CHECK(Label(series, "mountpoint") == "/app");
+  }
+  CHECK_FALSE(FindNative(native, kDurationFamily, {{"mountpoint", "/other"}}));
+}
+
 TEST_CASE("request metrics are not labelled unless asked", "[providers]") {
   RequestStats stats = MakeRequestStats(2, 1);
   stats.Observe({2, 0, 1000, 10, 200, "GET"});
