@@ -111,8 +111,7 @@ constexpr uint32_t kSampleCount = 1, kSampleSum = 2, kQuantile = 3;
 constexpr uint32_t kQuantileQuantile = 1, kQuantileValue = 2;
 // Histogram
 constexpr uint32_t kBucket = 3, kSchema = 5, kZeroThreshold = 6, kZeroCount = 7,
-                   kNegativeSpan = 9, kNegativeDelta = 10, kPositiveSpan = 12,
-                   kPositiveDelta = 13;
+                   kPositiveSpan = 12, kPositiveDelta = 13;
 // Bucket
 constexpr uint32_t kCumulativeCount = 1, kUpperBound = 2;
 // BucketSpan
@@ -149,38 +148,35 @@ void EncodeSummary(Writer* w, const ClientMetric::Summary& s) {
   w->End(m);
 }
 
-void EncodeSpans(Writer* w, uint32_t which, const std::vector<NativeHistogramBuckets::Span>& spans) {
-  for (const auto& span : spans) {
-    const size_t m = w->Begin(which);
+// The native fields, in field-number order after the classic ones: schema,
+// zero threshold and zero count always (an empty native histogram is still
+// one), then the positive spans and deltas (NativeHistogram has no
+// negative buckets: durations and sizes are never negative).
+void EncodeNative(Writer* w, const NativeHistogram& n) {
+  w->Sint(field::kSchema, n.schema);
+  w->Double(field::kZeroThreshold, n.zero_threshold);
+  w->Varint(field::kZeroCount, n.zero_count);
+  for (const auto& span : n.positive_spans) {
+    const size_t m = w->Begin(field::kPositiveSpan);
     w->Sint(field::kSpanOffset, span.offset);
     w->Varint(field::kSpanLength, span.length);
     w->End(m);
   }
-}
-
-// The native fields, in field-number order after the classic ones. The
-// schema goes out even when 0 and the threshold when not 0; Prometheus
-// takes the presence of deltas, a zero count or a threshold as "native".
-void EncodeNative(Writer* w, const NativeHistogramBuckets& n) {
-  w->Sint(field::kSchema, n.schema);
-  w->Double(field::kZeroThreshold, n.zero_threshold);
-  w->Varint(field::kZeroCount, n.zero_count);
-  EncodeSpans(w, field::kNegativeSpan, n.negative_spans);
-  w->PackedSint(field::kNegativeDelta, n.negative_deltas);
-  EncodeSpans(w, field::kPositiveSpan, n.positive_spans);
   w->PackedSint(field::kPositiveDelta, n.positive_deltas);
 }
 
-// Whether `n` holds anything (an empty entry: classic buckets only).
-bool HasNativeBuckets(const NativeHistogramBuckets& n) {
-  return n.zero_threshold != 0 || n.zero_count != 0 || !n.negative_spans.empty() ||
-         !n.positive_spans.empty() || !n.negative_deltas.empty() || !n.positive_deltas.empty();
+// Whether `n` is a native histogram: Prometheus 2.42 takes one for native
+// when it has deltas, a zero count or a zero threshold > 0, and a
+// NativeHistogram always has the threshold. A default-constructed one has
+// nothing: classic buckets only.
+bool IsNative(const NativeHistogram& n) {
+  return n.zero_threshold > 0 || n.zero_count != 0 || !n.positive_deltas.empty();
 }
 
-void EncodeHistogram(Writer* w, const ClientMetric::Histogram& h,
-                     const NativeHistogramBuckets* native) {
+void EncodeHistogram(Writer* w, const ClientMetric::Histogram& h, const NativeHistogram* native) {
+  if (native && !IsNative(*native)) native = nullptr;
   const size_t m = w->Begin(field::kHistogram);
-  w->Varint(field::kSampleCount, h.sample_count);
+  w->Varint(field::kSampleCount, native ? native->count : h.sample_count);
   w->Double(field::kSampleSum, h.sample_sum);
   size_t buckets = h.bucket.size();
   if (buckets > 0 && std::isinf(h.bucket.back().upper_bound) && h.bucket.back().upper_bound > 0 &&
@@ -193,12 +189,12 @@ void EncodeHistogram(Writer* w, const ClientMetric::Histogram& h,
     w->Double(field::kUpperBound, h.bucket[i].upper_bound);
     w->End(bm);
   }
-  if (native && HasNativeBuckets(*native)) EncodeNative(w, *native);
+  if (native) EncodeNative(w, *native);
   w->End(m);
 }
 
 void EncodeMetric(Writer* w, MetricType type, const ClientMetric& metric,
-                  const NativeHistogramBuckets* native) {
+                  const NativeHistogram* native) {
   const size_t m = w->Begin(field::kMetric);
   for (const auto& label : metric.label) {
     const size_t lm = w->Begin(field::kLabel);
@@ -224,7 +220,7 @@ void EncodeMetric(Writer* w, MetricType type, const ClientMetric& metric,
 
 }  // namespace
 
-void EncodeFamily(const MetricFamily& family, const std::vector<NativeHistogramBuckets>* native,
+void EncodeFamily(const MetricFamily& family, const std::vector<NativeHistogram>* native,
                   TextBuffer* out) {
   if (family.metric.empty()) return;
   Writer w(out);

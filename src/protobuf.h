@@ -24,12 +24,13 @@ namespace uwsgi_prometheus {
 
 // Appends the delimited message of one family; nothing for a family without
 // series (the text writes nothing for it either). `native`, when not null,
-// holds the native part of each series of a histogram family, in the order
-// of family.metric (an empty entry: classic buckets only). A trailing +Inf
+// holds the native histogram (native_histogram.h) of each series of a
+// histogram family, in the order of family.metric (a default-constructed
+// entry: classic buckets only); a series with one sends its count. A trailing +Inf
 // bucket equal to the count is left out, as client_golang does: the count
 // is that bucket. Does not throw except std::bad_alloc.
 void EncodeFamily(const prometheus::MetricFamily& family,
-                  const std::vector<NativeHistogramBuckets>* native, TextBuffer* out);
+                  const std::vector<NativeHistogram>* native, TextBuffer* out);
 
 // Every family of `families`, in order.
 void EncodeFamilies(const std::vector<ServedFamily>& families, TextBuffer* out);

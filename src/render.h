@@ -12,6 +12,7 @@
 #include <fmt/format.h>
 #include <prometheus/metric_family.h>
 
+#include "native_histogram.h"
 #include "text_buffer.h"
 
 namespace uwsgi_prometheus {
@@ -26,31 +27,15 @@ enum class BoundSpelling {
   kPythonClient,  // prometheus_client's floatToGoString (go_float.h): "1.0", "1e+06"
 };
 
-// The native part of a histogram (metrics.proto's Histogram fields 5..14,
-// integer counts): exponential buckets, as spans of consecutive bucket
-// indexes and the delta of each bucket's count from the previous one.
-// Prometheus reads a histogram as native when it has a delta, a zero count
-// or a zero threshold > 0; a classic-only histogram sends none of them.
-struct NativeHistogramBuckets {
-  struct Span {
-    int32_t offset = 0;   // gap from the previous span's end (first: the start index)
-    uint32_t length = 0;  // buckets in the span
-  };
-  int32_t schema = 0;  // -4..8: bucket boundaries are powers of 2^(2^-schema)
-  double zero_threshold = 0;
-  uint64_t zero_count = 0;
-  std::vector<Span> negative_spans, positive_spans;
-  std::vector<int64_t> negative_deltas, positive_deltas;
-};
-
 // A family to serve, and how its bounds are spelled.
 struct ServedFamily {
   prometheus::MetricFamily family;
   BoundSpelling bounds = BoundSpelling::kShortest;
-  // For a histogram family, the native part of each series in the order of
-  // family.metric, or empty (classic buckets only). Only the protobuf
-  // format carries it; the text shows the classic buckets.
-  std::vector<NativeHistogramBuckets> native = {};
+  // For a histogram family, the native histogram of each series in the
+  // order of family.metric (a default-constructed one: classic buckets
+  // only), or empty. Only the protobuf format carries it; the text shows
+  // the classic buckets.
+  std::vector<NativeHistogram> native = {};
 };
 
 // Appends the exposition text of `families` to `out`. Does not throw except

@@ -239,7 +239,7 @@ TEST_CASE("a family without series is not written", "[protobuf]") {
 
 TEST_CASE("classic histograms: buckets without +Inf, no native field", "[protobuf]") {
   const double inf = std::numeric_limits<double>::infinity();
-  auto buckets_of = [](const MetricFamily& f, const std::vector<NativeHistogramBuckets>* native) {
+  auto buckets_of = [](const MetricFamily& f, const std::vector<NativeHistogram>* native) {
     TextBuffer b;
     EncodeFamily(f, native, &b);
     const auto metric = Fields(Only(Fields(Messages(Bytes(b)).at(0)), 4).bytes);
@@ -257,42 +257,52 @@ TEST_CASE("classic histograms: buckets without +Inf, no native field", "[protobu
     CHECK(Numbers(buckets_of(Histogram({{1, 0.5}, {5, inf}}, 4), nullptr)) ==
           std::vector<uint32_t>{1, 2, 3, 3});
   }
-  SECTION("empty native parts add nothing") {
-    std::vector<NativeHistogramBuckets> native(1);
+  SECTION("a default-constructed native histogram adds nothing") {
+    std::vector<NativeHistogram> native(1);
     CHECK(Numbers(buckets_of(Histogram({{1, 0.5}}, 1), &native)) ==
           std::vector<uint32_t>{1, 2, 3});
   }
 }
 
 TEST_CASE("native histogram fields, when given", "[protobuf]") {
-  MetricFamily f = Histogram({}, 7);
-  std::vector<NativeHistogramBuckets> native(1);
+  MetricFamily f = Histogram({{1, 0.5}}, 7);
+  std::vector<NativeHistogram> native(1);
   auto& n = native[0];
   n.schema = -4;
-  n.zero_threshold = 0.0;
+  n.zero_threshold = 0.5;
   n.zero_count = 2;
-  n.positive_spans = {{-3, 2}, {1, 1}};
-  n.positive_deltas = {1, 2, -3};
-  n.negative_spans = {{0, 1}};
-  n.negative_deltas = {2};
+  n.count = 9;  // the native read's count, sent as the series' count
+  n.positive_spans = {{-3, 2}, {3, 1}};
+  n.positive_deltas = {1, 2, -1};
   TextBuffer b;
   EncodeFamily(f, &native, &b);
   const auto metric = Fields(Only(Fields(Messages(Bytes(b)).at(0)), 4).bytes);
   const auto h = Fields(Only(metric, 7).bytes);
-  CHECK(Numbers(h) == std::vector<uint32_t>{1, 2, 5, 6, 7, 9, 10, 12, 12, 13});
+  CHECK(Numbers(h) == std::vector<uint32_t>{1, 2, 3, 5, 6, 7, 12, 12, 13});
+  CHECK(Only(h, 1).varint == 9);
   CHECK(Only(h, 5).varint == 7);  // zigzag(-4)
+  CHECK(Only(h, 6).bytes == std::string("\0\0\0\0\0\0\xe0\x3f", 8));  // 0.5
   CHECK(Only(h, 7).varint == 2);
-  CHECK(Hex(Only(h, 10).bytes) == "04");
-  CHECK(Hex(Only(h, 13).bytes) == "02 04 05");
-  const auto first_span = Fields(h[7].bytes);
+  CHECK(Hex(Only(h, 13).bytes) == "02 04 01");
+  const auto first_span = Fields(h[6].bytes);
   CHECK(Only(first_span, 1).varint == 5);  // zigzag(-3)
   CHECK(Only(first_span, 2).varint == 2);
+  SECTION("an empty one is still native: schema, threshold and zero count go out") {
+    NativeHistogram empty;
+    empty.schema = 3;
+    empty.zero_threshold = 1e-9;
+    native[0] = empty;
+    TextBuffer c;
+    EncodeFamily(f, &native, &c);
+    const auto m = Fields(Only(Fields(Messages(Bytes(c)).at(0)), 4).bytes);
+    CHECK(Numbers(Fields(Only(m, 7).bytes)) == std::vector<uint32_t>{1, 2, 3, 5, 6, 7});
+  }
   SECTION("a list that does not match the series is ignored") {
     native.push_back(native[0]);
     TextBuffer c;
     EncodeFamily(f, &native, &c);
     const auto m = Fields(Only(Fields(Messages(Bytes(c)).at(0)), 4).bytes);
-    CHECK(Numbers(Fields(Only(m, 7).bytes)) == std::vector<uint32_t>{1, 2});
+    CHECK(Numbers(Fields(Only(m, 7).bytes)) == std::vector<uint32_t>{1, 2, 3});
   }
 }
 
