@@ -20,14 +20,22 @@ void Serve(std::vector<prometheus::MetricFamily> families, BoundSpelling bounds,
 }  // namespace
 
 std::vector<std::vector<std::string>> AppLabels(const Snapshot& snapshot) {
-  std::vector<std::vector<std::string>> labels(snapshot.workers.size());
+  std::vector<std::vector<std::string>> labels;
+  MergeAppLabels(snapshot, &labels);
+  return labels;
+}
+
+void MergeAppLabels(const Snapshot& snapshot, std::vector<std::vector<std::string>>* known) {
+  if (known->size() < snapshot.workers.size()) known->resize(snapshot.workers.size());
   for (size_t w = 0; w < snapshot.workers.size(); ++w) {
-    labels[w].assign(1, "(no app)");
-    for (const auto& app : snapshot.workers[w].apps) {
-      labels[w].push_back(SanitizeLabelValue(app.mountpoint, kMaxLabelValueBytes));
+    std::vector<std::string>& labels = (*known)[w];
+    const auto& apps = snapshot.workers[w].apps;
+    if (labels.size() < apps.size() + 1) labels.resize(apps.size() + 1);
+    labels[0] = "(no app)";
+    for (size_t j = 0; j < apps.size(); ++j) {
+      labels[j + 1] = SanitizeLabelValue(apps[j].mountpoint, kMaxLabelValueBytes);
     }
   }
-  return labels;
 }
 
 RequestFamiliesFunction RequestFamilies(const RequestStats* stats, bool per_app, bool per_worker) {
@@ -38,7 +46,7 @@ RequestFamiliesFunction RequestFamilies(const RequestStats* stats, bool per_app,
     RequestStats::RenderOptions options;
     options.per_worker = per_worker;
     if (per_app) {
-      if (taken) *last_labels = AppLabels(snapshot);
+      if (taken) MergeAppLabels(snapshot, last_labels.get());
       options.app_labels = *last_labels;
       if (options.app_labels.empty()) options.app_labels.resize(1);  // still per app
     }

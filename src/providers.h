@@ -21,9 +21,16 @@ using LogFunction = std::function<void(const std::string&)>;
 // id j (app ids are per worker), sanitized.
 std::vector<std::vector<std::string>> AppLabels(const Snapshot& snapshot);
 
+// Updates `known` (labels as AppLabels gives them) with the apps each worker
+// reports now. An app slot the worker does not report at the moment keeps
+// its last label: a worker that loads its apps itself (lazy-apps) reports
+// none from its respawn until they are loaded again, and its requests must
+// stay in their series meanwhile.
+void MergeAppLabels(const Snapshot& snapshot, std::vector<std::vector<std::string>>* known);
+
 // The request metrics of `stats` (which must outlive the provider): summed
-// over workers unless `per_worker`; with `per_app`, labelled by AppLabels of
-// the scrape's snapshot, or of the last one taken when it cannot be read.
+// over workers unless `per_worker`; with `per_app`, labelled by the app
+// labels of every snapshot taken so far (MergeAppLabels), the latest first.
 FamilyProvider RequestStatsProvider(const RequestStats* stats, bool per_app, bool per_worker);
 
 // The same families, and with `native` (non-null) the native histograms of

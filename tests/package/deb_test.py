@@ -109,7 +109,7 @@ def check_lintian(deb):
         raise Skip('lintian is missing (Debian package lintian)')
     # Warnings and informational tags (the hardening ones) fail too: the
     # ones kept are overridden, each with its reason, in
-    # packaging/deb/lintian-overrides. Pedantic tags are printed.
+    # plugin/deb/lintian-overrides. Pedantic tags are printed.
     # (--show-overrides is left out: with it, lintian 2.116 counts the
     # overridden warning and exits 2.)
     res = subprocess.run(['lintian', '--display-info', '--pedantic',

@@ -39,6 +39,37 @@ TEST_CASE("request metrics keep the last known app labels", "[providers]") {
   }
 }
 
+TEST_CASE("a worker reloading its apps keeps its requests under their mount point",
+          "[providers]") {
+  // lazy-apps: a respawned worker reports no apps until it has loaded them
+  RequestStats stats = MakeRequestStats(2, 2);
+  for (uint32_t worker : {1u, 2u}) stats.Observe({worker, 1, 1000, 10, 200, "GET"});
+  FamilyProvider provider = RequestStatsProvider(&stats, true, false);
+  Snapshot loaded = MakeSnapshot(2);
+  for (auto& w : loaded.workers) w.apps[0].mountpoint = "/app";
+  Snapshot reloading = loaded;
+  reloading.workers[1].apps.clear();
+  for (const Snapshot* s : {&loaded, &reloading, &reloading}) {
+    std::vector<ServedFamily> out;
+    provider(*s, true, &out);
+    const auto* duration = Find(out, "uwsgi_request_duration_seconds");
+    REQUIRE(duration);
+    REQUIRE(duration->metric.size() == 1);
+    CHECK(Label(duration->metric[0], "mountpoint") == "/app");
+    CHECK(duration->metric[0].histogram.sample_count == 2);
+  }
+  SECTION("a mount point reported anew replaces the old one") {
+    Snapshot moved = loaded;
+    moved.workers[1].apps[0].mountpoint = "/moved";
+    std::vector<std::vector<std::string>> known = AppLabels(loaded);
+    MergeAppLabels(reloading, &known);
+    CHECK(known[1] == std::vector<std::string>{"(no app)", "/app"});
+    MergeAppLabels(moved, &known);
+    CHECK(known[1] == std::vector<std::string>{"(no app)", "/moved"});
+    CHECK(known[0] == std::vector<std::string>{"(no app)", "/app"});
+  }
+}
+
 TEST_CASE("request families come with native histograms of the same series", "[providers]") {
   RequestStats stats = MakeRequestStats(1, 2);
   stats.Observe({1, 1, 1000, 10, 200, "GET"});

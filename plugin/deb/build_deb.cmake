@@ -1,5 +1,5 @@
 # Builds uwsgi-plugin-prometheus_<version>_<arch>.deb from the built plugin
-# (cmake -P, called by the `deb` target of packaging/CMakeLists.txt, which
+# (cmake -P, called by the `deb` target of plugin/deb/CMakeLists.txt, which
 # passes PLUGIN, PROJECT_VERSION, UWSGI_BIN, PLUGIN_DIR, SOURCE, WORK, OUT,
 # STRIP and DPKG_DEB). Version, date and maintainer come from SOURCE/changelog;
 # the dependencies are computed: the uWSGI ABI from `UWSGI_BIN --dot-h`, the
