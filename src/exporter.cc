@@ -84,14 +84,16 @@ ServedFamily BuildInfo(const ExporterOptions& options) {
 Exporter::Exporter(SnapshotSource* source, ExporterOptions options, HealthCheck health)
     : source_(source), options_(std::move(options)), health_(std::move(health)) {}
 
-void Exporter::Scrape(std::string* body) {
-  TextBuffer text;
-  Render(&text);
-  body->assign(text.data(), text.size());
+void Exporter::Scrape(std::string* body, ExpositionFormat format) {
+  const auto start = std::chrono::steady_clock::now();
+  Take();
+  TextBuffer out;
+  Encode(format, &out);
+  FinishScrape(start);
+  body->assign(out.data(), out.size());
 }
 
-void Exporter::Render(TextBuffer* out) {
-  const auto start = std::chrono::steady_clock::now();
+void Exporter::Take() {
   ++self_.scrapes;
   std::string error;
   self_.up = source_->Take(&snapshot_, &error);
@@ -127,23 +129,36 @@ void Exporter::Render(TextBuffer* out) {
     }
     families_.resize(kept);
   }
-  out->clear();
-  RenderScrape(snapshot_, options_.model, self_, families_, out);
+  taken_self_ = self_;
+  for (auto& by_coding : last_) {
+    for (auto& body : by_coding) body.reset();
+  }
+  last_taken_ = std::chrono::steady_clock::now();
+}
 
+void Exporter::Encode(ExpositionFormat format, TextBuffer* out) const {
+  out->clear();
+  if (format == ExpositionFormat::kProtobuf) {
+    EncodeScrape(snapshot_, options_.model, taken_self_, families_, out);
+  } else {
+    RenderScrape(snapshot_, options_.model, taken_self_, families_, out);
+  }
+}
+
+void Exporter::FinishScrape(std::chrono::steady_clock::time_point start) {
   self_.scrape_duration_sum +=
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   ++self_.scrape_duration_count;
 }
 
-Exporter::Body Exporter::RenderShared() {
-  auto text = std::make_shared<TextBuffer>();
-  text->reserve(size_hint_ + size_hint_ / 8);
-  Render(text.get());
-  size_hint_ = text->size();
-  last_text_ = text;
-  last_gzip_.reset();
-  last_rendered_ = std::chrono::steady_clock::now();
-  return text;
+Exporter::Body Exporter::EncodeShared(ExpositionFormat format) {
+  const auto f = static_cast<size_t>(format);
+  auto body = std::make_shared<TextBuffer>();
+  body->reserve(size_hint_[f] + size_hint_[f] / 8);
+  Encode(format, body.get());
+  size_hint_[f] = body->size();
+  last_[f][0] = body;
+  return body;
 }
 
 // A scrape's temporaries (a few hundred kilobytes at 256 workers) are
@@ -152,31 +167,51 @@ Exporter::Body Exporter::RenderShared() {
 // microseconds when there is nothing to give back).
 void Exporter::GiveBackFreeMemory() { malloc_trim(0); }
 
-Exporter::Body Exporter::Shared(bool gzip) const {
-  if (std::chrono::steady_clock::now() - last_rendered_ >= options_.share_window) return nullptr;
-  return (gzip ? last_gzip_ : last_text_).lock();
+Exporter::Body Exporter::Shared(ExpositionFormat format, bool gzip) const {
+  if (std::chrono::steady_clock::now() - last_taken_ >= options_.share_window) return nullptr;
+  return last_[static_cast<size_t>(format)][gzip ? 1 : 0].lock();
 }
 
-// As uwsgi_exporter answers: the text format whatever the client prefers
-// among formats not served here, gzip whenever Accept-Encoding allows it.
-// Clients asking at the same moment share one body (see share_window).
+bool Exporter::SharingLastScrape() const {
+  if (std::chrono::steady_clock::now() - last_taken_ >= options_.share_window) return false;
+  for (const auto& by_coding : last_) {
+    for (const auto& body : by_coding) {
+      if (!body.expired()) return true;
+    }
+  }
+  return false;
+}
+
+// As uwsgi_exporter answers, plus protobuf: the text format unless the
+// client prefers protobuf, gzip whenever Accept-Encoding allows it. Clients
+// asking at the same moment share one scrape (see share_window).
 void Exporter::ServeMetrics(const HttpRequest& request, HttpResponse* response) {
-  const ExpositionFormat format = ChooseFormat(request.accept, /*protobuf_offered=*/false);
+  const ExpositionFormat format = ChooseFormat(request.accept, options_.protobuf);
   response->status = 200;
   response->content_type = std::string(ContentTypeOf(format));
-  response->extra_headers.emplace_back("Vary", "Accept-Encoding");
+  response->extra_headers.emplace_back(
+      "Vary", options_.protobuf ? "Accept, Accept-Encoding" : "Accept-Encoding");
   const bool gzip =
       options_.gzip && ChooseCoding(request.accept_encoding) == ContentCoding::kGzip;
-  Body body = gzip ? Shared(/*gzip=*/true) : nullptr;
+  Body body = gzip ? Shared(format, /*gzip=*/true) : nullptr;
   bool encoded = body != nullptr;
   if (!body) {
-    body = Shared(/*gzip=*/false);
-    if (!body) body = RenderShared();
+    body = Shared(format, /*gzip=*/false);
+    if (!body) {
+      if (SharingLastScrape()) {
+        body = EncodeShared(format);
+      } else {
+        const auto start = std::chrono::steady_clock::now();
+        Take();
+        body = EncodeShared(format);
+        FinishScrape(start);
+      }
+    }
     if (gzip) {
       auto compressed = std::make_shared<TextBuffer>();
       std::string error;
       if (gzip_.Encode(std::string_view(body->data(), body->size()), compressed.get(), &error)) {
-        last_gzip_ = compressed;
+        last_[static_cast<size_t>(format)][1] = compressed;
         body = std::move(compressed);
         encoded = true;
       } else {

@@ -17,6 +17,7 @@
 #include "gzip.h"
 #include "http.h"
 #include "model.h"
+#include "negotiate.h"
 #include "snapshot.h"
 #include "text_buffer.h"
 
@@ -28,9 +29,12 @@ struct ExporterOptions {
   std::string version;        // the plugin's: landing page, uwsgi_prometheus_build_info
   std::string uwsgi_version;  // uWSGI's, in uwsgi_prometheus_build_info
   bool gzip = true;     // compress scrapes for clients that accept gzip
-  // Scrapes arriving within this time of a render, while its body is still
-  // being sent to another client, get that same body: a burst of clients
-  // costs one render and one copy of the body, not one each.
+  bool protobuf = true;  // the protobuf format for clients that prefer it
+  // Scrapes arriving within this time of a render, while one of its bodies
+  // is still being sent to another client, get that same scrape: the same
+  // body in the same format and coding, else the same snapshot encoded in
+  // theirs. A burst of clients costs one snapshot and one copy of each
+  // body, not one each.
   std::chrono::milliseconds share_window{500};
 };
 
@@ -57,7 +61,7 @@ class Exporter {
   void Handle(const HttpRequest& request, HttpResponse* response) noexcept;
 
   // One scrape's body (used by Handle and by tests and benchmarks).
-  void Scrape(std::string* body);
+  void Scrape(std::string* body, ExpositionFormat format = ExpositionFormat::kText);
 
   // Called with a line to log when something goes wrong (rate-limited by the
   // caller's choice); defaults to nothing.
@@ -65,14 +69,24 @@ class Exporter {
 
  private:
   using Body = std::shared_ptr<const TextBuffer>;
+  using WeakBody = std::weak_ptr<const TextBuffer>;
 
-  // Renders one scrape's text into *out.
-  void Render(TextBuffer* out);
-  // A new scrape, remembered as the one to share.
-  Body RenderShared();
-  // The last scrape's body in either coding, if it was rendered within the
-  // share window and is still being sent to another client (else null).
-  Body Shared(bool gzip) const;
+  // Takes a new scrape: the snapshot, the providers' families and the
+  // self-metrics as they stand, kept until the next one.
+  void Take();
+  // Writes the last scrape taken in `format` (any number of times: the
+  // same bytes each time).
+  void Encode(ExpositionFormat format, TextBuffer* out) const;
+  // The time since Take() goes into the scrape duration self-metric.
+  void FinishScrape(std::chrono::steady_clock::time_point start);
+  // The last scrape in `format`, remembered as the body to share.
+  Body EncodeShared(ExpositionFormat format);
+  // The last scrape's body in this format and coding, if it was taken
+  // within the share window and is still being sent to another client
+  // (else null).
+  Body Shared(ExpositionFormat format, bool gzip) const;
+  // Whether a body of the last scrape, in any format or coding, is.
+  bool SharingLastScrape() const;
   void GiveBackFreeMemory();
   // The metrics route: format and coding negotiated from the request.
   void ServeMetrics(const HttpRequest& request, HttpResponse* response);
@@ -84,12 +98,14 @@ class Exporter {
   const HttpServerStats* server_stats_ = nullptr;
   Snapshot snapshot_;
   SelfStats self_;
+  SelfStats taken_self_;  // self_ as the last scrape serves it
   std::vector<ServedFamily> families_;
   GzipEncoder gzip_;
-  // The last scrape, for sharing: held only by the connections sending it.
-  std::weak_ptr<const TextBuffer> last_text_, last_gzip_;
-  std::chrono::steady_clock::time_point last_rendered_;
-  size_t size_hint_ = 0;  // the last body's size, reserved for the next
+  // The last scrape's bodies by format (ExpositionFormat) and coding
+  // (identity, gzip), for sharing: held only by the connections sending them.
+  WeakBody last_[2][2];
+  std::chrono::steady_clock::time_point last_taken_;
+  size_t size_hint_[2] = {0, 0};  // the last body's size by format, reserved for the next
   std::string last_error_;
   std::set<std::string> reported_clashes_;
 };

@@ -1,6 +1,7 @@
 #include "model.h"
 
 #include "labels.h"
+#include "protobuf.h"
 #include "render.h"
 
 #include <algorithm>
@@ -613,6 +614,20 @@ void RenderScrape(const Snapshot& snapshot, const ModelOptions& options, const S
     if (Enabled(*spec, snapshot, options, self)) RenderSpec(*spec, rows, out);
   }
   for (; e < extra.size(); ++e) RenderFamily(extra[e].family, extra[e].bounds, out);
+}
+
+void EncodeScrape(const Snapshot& snapshot, const ModelOptions& options, const SelfStats& self,
+                  const std::vector<ServedFamily>& extra, TextBuffer* out) {
+  std::vector<MetricFamily> built;
+  BuildFamilies(snapshot, options, self, &built);
+  size_t e = 0;
+  for (const auto& family : built) {
+    for (; e < extra.size() && extra[e].family.name < family.name; ++e) {
+      EncodeFamily(extra[e].family, &extra[e].native, out);
+    }
+    EncodeFamily(family, nullptr, out);
+  }
+  for (; e < extra.size(); ++e) EncodeFamily(extra[e].family, &extra[e].native, out);
 }
 
 }  // namespace uwsgi_prometheus

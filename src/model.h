@@ -49,6 +49,13 @@ void BuildFamilies(const Snapshot& snapshot, const ModelOptions& options,
 void RenderScrape(const Snapshot& snapshot, const ModelOptions& options, const SelfStats& self,
                   const std::vector<ServedFamily>& extra, TextBuffer* out);
 
+// The protobuf twin of RenderScrape: the families of BuildFamilies merged
+// with `extra` in the same order, as delimited MetricFamily messages
+// (protobuf.h). Built through the reference path: a protobuf scrape is
+// rarer than a text one and has no label text to share.
+void EncodeScrape(const Snapshot& snapshot, const ModelOptions& options, const SelfStats& self,
+                  const std::vector<ServedFamily>& extra, TextBuffer* out);
+
 // Whether `name` is one of the families BuildFamilies can produce.
 bool IsBuiltInFamily(std::string_view name);
 

@@ -5,12 +5,14 @@
 // fmt into one buffer instead of an ostream per scrape.
 #pragma once
 
+#include <cstdint>
 #include <string>
 #include <vector>
 
 #include <fmt/format.h>
 #include <prometheus/metric_family.h>
 
+#include "native_histogram.h"
 #include "text_buffer.h"
 
 namespace uwsgi_prometheus {
@@ -29,6 +31,11 @@ enum class BoundSpelling {
 struct ServedFamily {
   prometheus::MetricFamily family;
   BoundSpelling bounds = BoundSpelling::kShortest;
+  // For a histogram family, the native histogram of each series in the
+  // order of family.metric (a default-constructed one: classic buckets
+  // only), or empty. Only the protobuf format carries it; the text shows
+  // the classic buckets.
+  std::vector<NativeHistogram> native = {};
 };
 
 // Appends the exposition text of `families` to `out`. Does not throw except

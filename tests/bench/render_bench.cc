@@ -1,6 +1,8 @@
 // Time to turn one snapshot into exposition text: the reference path
 // (prometheus-cpp data model + renderer) against the direct renderer a
-// scrape uses. Prints a table; run: build/tests/render_bench [runs]
+// scrape uses; and into the protobuf format (the reference model +
+// encoder, what a protobuf scrape uses). Prints a table; run:
+// build/tests/render_bench [runs]
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -10,6 +12,7 @@
 #include "../unit/fake_source.h"
 #include "median.h"
 #include "model.h"
+#include "protobuf.h"
 #include "render.h"
 
 using namespace uwsgi_prometheus;
@@ -19,8 +22,9 @@ int main(int argc, char** argv) {
   ModelOptions o;
   o.stats_uri = "tcp://127.0.0.1:1717";
   SelfStats self;
-  std::printf("| workers | reference (model + render) us | direct render us | ratio | bytes |\n");
-  std::printf("|---|---|---|---|---|\n");
+  std::printf("| workers | reference (model + render) us | direct render us | ratio | bytes "
+              "| protobuf (model + encode) us | protobuf bytes |\n");
+  std::printf("|---|---|---|---|---|---|---|\n");
   for (int workers : {4, 16, 64, 256}) {
     Snapshot s = MakeSnapshot(workers);
     TextBuffer buf;
@@ -36,7 +40,14 @@ int main(int argc, char** argv) {
       buf.clear();
       RenderScrape(s, o, self, {}, &buf);
     });
-    std::printf("| %d | %.1f | %.1f | %.1fx | %zu |\n", workers, ref, direct, ref / direct, bytes);
+    size_t proto_bytes = 0;
+    double proto = MedianUs(runs, [&] {
+      buf.clear();
+      EncodeScrape(s, o, self, {}, &buf);
+      proto_bytes = buf.size();
+    });
+    std::printf("| %d | %.1f | %.1f | %.1fx | %zu | %.1f | %zu |\n", workers, ref, direct,
+                ref / direct, bytes, proto, proto_bytes);
   }
   return 0;
 }

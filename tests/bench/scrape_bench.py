@@ -9,8 +9,9 @@ side by side in one run.
 For each worker count one uWSGI runs with both the stats server and the
 plugin, both on TCP loopback. Operations rotate: a scrape with Prometheus
 2.42's exact request headers (gzip accepted), the same without
-Accept-Encoding (identity), and a JSON stats read, each on a fresh
-connection. Printed per size: bytes on the wire, median and p90 wall time,
+Accept-Encoding (identity), the same as Prometheus sends them with
+--enable-feature=native-histograms (protobuf, gzip), and a JSON stats read,
+each on a fresh connection. Printed per size: bytes on the wire, median and p90 wall time,
 CPU time per operation of the plugin's thread and of the master's main
 thread (the loop that also spawns and reaps workers; from schedstat, in
 nanoseconds), and the master's RSS with and without the plugin.
@@ -36,6 +37,12 @@ PROMETHEUS_HEADERS = (
     'Accept-Encoding: gzip\r\n'
     'User-Agent: Prometheus/2.42.0\r\n'
     'X-Prometheus-Scrape-Timeout-Seconds: 10\r\n')
+# ... and with --enable-feature=native-histograms.
+NATIVE_ACCEPT = (
+    'Accept: application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;'
+    'encoding=delimited,application/openmetrics-text;version=1.0.0;q=0.8,'
+    'application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,'
+    '*/*;q=0.1\r\n')
 
 
 def thread_cpu(pid, tid):
@@ -69,11 +76,13 @@ def rss_kib(pid):
     return 0
 
 
-def scrape(port, gzip):
+def scrape(port, gzip, protobuf=False):
     """(ms, body bytes on the wire) of one scrape on a fresh connection."""
     headers = PROMETHEUS_HEADERS
     if not gzip:
         headers = headers.replace('Accept-Encoding: gzip\r\n', '')
+    if protobuf:
+        headers = NATIVE_ACCEPT + headers.split('\r\n', 1)[1]
     request = 'GET /metrics HTTP/1.1\r\nHost: x\r\n%sConnection: close\r\n\r\n' % headers
     t0 = time.perf_counter_ns()
     with connect(('127.0.0.1', port), timeout=30) as s:
@@ -83,6 +92,7 @@ def scrape(port, gzip):
     assert data.startswith(b'HTTP/1.1 200'), data[:100]
     head, body = data.split(b'\r\n\r\n', 1)
     assert gzip or b'content-encoding' not in head.lower(), head
+    assert protobuf == (b'application/vnd.google.protobuf' in head), head
     return (t1 - t0) / 1e6, len(body)
 
 
@@ -129,6 +139,7 @@ def measure(workers, n, collect_cores=False):
         master = u.proc.pid
         tid = plugin_thread(master)
         ops = {'gzip': lambda: scrape(u.port, True), 'identity': lambda: scrape(u.port, False),
+               'protobuf': lambda: scrape(u.port, True, protobuf=True),
                'json': lambda: read_json(STATS)}
         for _ in range(10):  # warm up every path
             for op in ops.values():
@@ -159,16 +170,18 @@ def main():
     print()
     print('| workers | bytes: gzip / identity / JSON | p50 / p90 ms: gzip | identity | JSON '
           '| plugin thread CPU per scrape ms: gzip / identity | master loop CPU per op ms: '
-          'scrape / JSON | master RSS with plugin (added) |')
-    print('|---|---|---|---|---|---|---|---|')
+          'scrape / JSON | master RSS with plugin (added) | protobuf gzip: bytes, p50 / p90 ms, '
+          'plugin thread CPU ms |')
+    print('|---|---|---|---|---|---|---|---|---|')
     for r in rows:
-        g, i, j = r['gzip'], r['identity'], r['json']
+        g, i, j, p = r['gzip'], r['identity'], r['json'], r['protobuf']
         print('| %d | %d / %d / %d | %.2f / %.2f | %.2f / %.2f | %.2f / %.2f | %.3f / %.3f '
-              '| %.3f / %.3f | %.1f MiB (%+.1f MiB) |' % (
+              '| %.3f / %.3f | %.1f MiB (%+.1f MiB) | %d, %.2f / %.2f, %.3f |' % (
                   r['workers'], g['bytes'], i['bytes'], j['bytes'], g['p50'], g['p90'],
                   i['p50'], i['p90'], j['p50'], j['p90'], g['thread_cpu_ms'], i['thread_cpu_ms'],
                   (g['main_cpu_ms'] + i['main_cpu_ms']) / 2, j['main_cpu_ms'],
-                  r['rss_with_kib'] / 1024, r['rss_delta_kib'] / 1024))
+                  r['rss_with_kib'] / 1024, r['rss_delta_kib'] / 1024,
+                  p['bytes'], p['p50'], p['p90'], p['thread_cpu_ms']))
     print('\n%d operations of each kind per size, interleaved; CPU from /proc schedstat.' % args.n)
 
 
