@@ -1,7 +1,9 @@
 #include "providers.h"
 
+#include <algorithm>
 #include <memory>
 #include <set>
+#include <unordered_map>
 #include <utility>
 
 #include "labels.h"
@@ -15,6 +17,32 @@ constexpr size_t kMaxSkipLogLines = 1000;
 void Serve(std::vector<prometheus::MetricFamily> families, BoundSpelling bounds,
            std::vector<ServedFamily>* out) {
   for (auto& family : families) out->push_back({std::move(family), bounds});
+}
+
+// One key per series: its family and its labels sorted by name.
+std::string SeriesKey(const std::string& family, std::vector<prometheus::ClientMetric::Label> labels) {
+  std::sort(labels.begin(), labels.end(),
+            [](const auto& a, const auto& b) { return a.name < b.name; });
+  std::string key = family;
+  for (const auto& l : labels) key.append(1, '\0').append(l.name).append(1, '\0').append(l.value);
+  return key;
+}
+
+// Gives each histogram series in `families` its native histogram from
+// `native` (read in the same pass).
+void AttachNative(const std::vector<NativeSeries>& native, ServedFamily* families, size_t count) {
+  if (native.empty()) return;
+  std::unordered_map<std::string, const NativeHistogram*> by_key;
+  for (const auto& n : native) by_key.emplace(SeriesKey(n.family, n.labels), &n.histogram);
+  for (size_t f = 0; f < count; ++f) {
+    ServedFamily& served = families[f];
+    if (served.family.type != prometheus::MetricType::Histogram) continue;
+    served.native.assign(served.family.metric.size(), NativeHistogram{});
+    for (size_t i = 0; i < served.family.metric.size(); ++i) {
+      const auto it = by_key.find(SeriesKey(served.family.name, served.family.metric[i].label));
+      if (it != by_key.end()) served.native[i] = *it->second;
+    }
+  }
 }
 
 }  // namespace
@@ -59,7 +87,10 @@ RequestFamiliesFunction RequestFamilies(const RequestStats* stats, bool per_app,
 FamilyProvider RequestStatsProvider(const RequestStats* stats, bool per_app, bool per_worker) {
   return [families = RequestFamilies(stats, per_app, per_worker)](
              const Snapshot& snapshot, bool taken, std::vector<ServedFamily>* out) {
-    families(snapshot, taken, out, nullptr);
+    std::vector<NativeSeries> native;  // none when native histograms are off
+    const size_t first = out->size();
+    families(snapshot, taken, out, &native);
+    AttachNative(native, out->data() + first, out->size() - first);
   };
 }
 

@@ -89,6 +89,33 @@ TEST_CASE("request families come with native histograms of the same series", "[p
   CHECK_FALSE(FindNative(native, kDurationFamily, {{"mountpoint", "/other"}}));
 }
 
+TEST_CASE("the request provider gives each histogram series its native histogram", "[providers]") {
+  RequestStats stats = MakeRequestStats(2, 1);
+  stats.Observe({1, 0, 1000, 10, 200, "GET"});
+  stats.Observe({2, 0, 3000000, 20000, 404, "GET"});
+  std::vector<ServedFamily> out;
+  RequestStatsProvider(&stats, false, true)(MakeSnapshot(2), true, &out);
+  size_t histograms = 0;
+  for (const auto& served : out) {
+    if (served.family.type != prometheus::MetricType::Histogram) {
+      CHECK(served.native.empty());
+      continue;
+    }
+    ++histograms;
+    REQUIRE(served.native.size() == served.family.metric.size());
+    for (size_t i = 0; i < served.native.size(); ++i) {
+      const NativeHistogram& n = served.native[i];
+      CHECK(n.zero_threshold > 0);  // a real native histogram, not a placeholder
+      CHECK(n.count == served.family.metric[i].histogram.sample_count);
+      CHECK(n.sum == served.family.metric[i].histogram.sample_sum);
+      uint64_t buckets = n.zero_count;
+      for (const auto& b : NativeBuckets(n)) buckets += b.second;
+      CHECK(buckets == n.count);
+    }
+  }
+  CHECK(histograms == 2);
+}
+
 TEST_CASE("request metrics are not labelled unless asked", "[providers]") {
   RequestStats stats = MakeRequestStats(2, 1);
   stats.Observe({2, 0, 1000, 10, 200, "GET"});
