@@ -9,10 +9,13 @@ import gzip
 import json
 import math
 import os
+import random
 import select
 import shutil
 import socket
 import subprocess
+import threading
+import time
 import unittest
 import urllib.parse
 import urllib.request
@@ -337,6 +340,95 @@ class RealPrometheus(unittest.TestCase):
             for key, value in text_rest.items():
                 if not name(key).startswith(MOVING):
                     self.assertEqual(rest[key], value, key)
+
+
+def classic_buckets(samples, family):
+    """[(upper bound, cumulative count)] of `family` summed over its series."""
+    by_bound = {}
+    for (name, labels), value in samples.items():
+        if name == family + '_bucket':
+            le = float(dict(labels)['le'])
+            by_bound[le] = by_bound.get(le, 0) + value
+    return sorted(by_bound.items())
+
+
+def classic_quantile(buckets, q):
+    """histogram_quantile() of classic buckets as Prometheus computes it:
+    linear within the bucket holding the rank, the highest finite bound if
+    that bucket is +Inf."""
+    rank = q * buckets[-1][1]
+    lower, below = 0.0, 0.0
+    for bound, count in buckets:
+        if count >= rank:
+            if math.isinf(bound):
+                return lower
+            return lower + (bound - lower) * (rank - below) / (count - below)
+        lower, below = bound, count
+    return lower
+
+
+@unittest.skipUnless(shutil.which('prometheus'), 'prometheus is needed')
+class NativeQuantiles(unittest.TestCase):
+    """Planned requests with known durations, spread over two decades:
+    Prometheus 2.42 with native histograms on computes their quantiles from
+    the plugin's native histogram within the schema's relative error (schema
+    3: a bucket spans a factor of 2^(1/8)), and counts them exactly."""
+
+    SCHEMA_FACTOR = 2 ** (1 / 8)
+
+    def test_histogram_quantile_of_the_native_histogram(self):
+        u = Uwsgi(workers=4)
+        u.start()
+        self.addCleanup(u.cleanup)
+        sleeps = [0.005 * 100 ** (i / 59) for i in range(60)]
+        random.Random(7).shuffle(sleeps)
+        took = []
+
+        def client(part):
+            for d in part:
+                t0 = time.perf_counter()
+                self.assertEqual(u.request('/sleep/%.6f' % d)[0], 200)
+                took.append((d, time.perf_counter() - t0))
+        threads = [threading.Thread(target=client, args=(sleeps[k::4],)) for k in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+        self.assertEqual(len(took), 60)
+        classic = classic_buckets(u.scrape_counted(60)[0], 'uwsgi_request_duration_seconds')
+        prom = RealPrometheus()
+        prom.u, prom.logs = u, {}
+        prom.addCleanup = self.addCleanup
+        port = prom.start_prometheus(u.dir, [('native', False)], native=True)
+
+        def query(q):
+            result = prom.api(port, 'query', query=q)['result']
+            return result[0] if result else None
+
+        def counted():
+            r = query('histogram_count(sum(uwsgi_request_duration_seconds))')
+            return r if r and float(r['value'][1]) >= 60 else None
+        wait_for(counted, timeout=90, interval=0.5,
+                 what=lambda: 'Prometheus to store the native histogram (log: %s)' % prom.log_of(port))
+        self.assertEqual(float(counted()['value'][1]), 60)
+        total = float(query('histogram_sum(sum(uwsgi_request_duration_seconds))')['value'][1])
+        self.assertGreaterEqual(total, sum(sleeps))
+        self.assertLessEqual(total, sum(t for _, t in took))
+        # Each measured duration lies between the sleep and the client's time.
+        low = sorted(d for d, _ in took)
+        high = sorted(t for _, t in took)
+        rows = []
+        for q in (0.5, 0.9, 0.99):
+            got = float(query('histogram_quantile(%s, sum(uwsgi_request_duration_seconds))' % q)
+                        ['value'][1])
+            rank = q * 60
+            lo = low[max(0, math.floor(rank) - 1)] / self.SCHEMA_FACTOR
+            hi = high[min(59, math.ceil(rank))] * self.SCHEMA_FACTOR
+            rows.append('p%g: planned %.4f s, native %.4f s, classic %.4f s' % (
+                q * 100, low[min(59, math.ceil(rank) - 1)], got, classic_quantile(classic, q)))
+            self.assertGreaterEqual(got, lo, q)
+            self.assertLessEqual(got, hi, q)
+        print('\nnative quantiles: ' + '; '.join(rows))
 
 
 if __name__ == '__main__':
