@@ -378,8 +378,8 @@ class NativeQuantiles(unittest.TestCase):
 
     def test_histogram_quantile_of_the_native_histogram(self):
         u = Uwsgi(workers=4)
+        self.addCleanup(u.cleanup)  # also after a start that failed half-way
         u.start()
-        self.addCleanup(u.cleanup)
         sleeps = [0.005 * 100 ** (i / 59) for i in range(60)]
         random.Random(7).shuffle(sleeps)
         took = []
