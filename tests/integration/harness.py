@@ -205,6 +205,15 @@ def application(environ, start_response):
 '''
 
 
+def die_with_test():
+    """preexec_fn for a uWSGI started by a test: the kernel sends it SIGINT
+    (uWSGI's "stop") when the test process dies, so that a test killed by
+    ctest's timeout leaves no uWSGI behind. Runs in the child before exec."""
+    import ctypes
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(1, signal.SIGINT, 0, 0, 0)  # PR_SET_PDEATHSIG
+
+
 def sanitizer_env(directory):
     """The environment for a uwsgi process: this one's, plus under a
     sanitized build the preloaded runtimes and their options, ASan's
@@ -314,7 +323,8 @@ class Uwsgi:
         self.log = open(self.log_path, 'wb')
         self.proc = subprocess.Popen([UWSGI, '--ini', self.ini], stdout=self.log,
                                      stderr=subprocess.STDOUT, cwd=self.dir,
-                                     start_new_session=True, env=sanitizer_env(self.dir))
+                                     start_new_session=True, env=sanitizer_env(self.dir),
+                                     preexec_fn=die_with_test)
         if wait and self.with_plugin:
             wait_for(lambda: self.proc.poll() is None and
                      self.get('/-/healthy', timeout=2)[0] == 200,

@@ -11,8 +11,9 @@ import tempfile
 import time
 import unittest
 
-from harness import (APP, UWSGI, free_port, http_get, parse_exposition, plugin_path,
-                     python_plugin_options, sanitizer_env, sanitizer_reports, wait_for)
+from harness import (APP, UWSGI, die_with_test, free_port, http_get, parse_exposition,
+                     plugin_path, python_plugin_options, sanitizer_env, sanitizer_reports,
+                     wait_for)
 
 RETRY_S = 2  # prometheus-bind-retry of the vassals: the longest wait between bind attempts
 
@@ -97,7 +98,8 @@ class Emperor:
         self.log = open(self.log_path, 'wb')
         self.proc = subprocess.Popen([UWSGI, '--ini', self.ini], stdout=self.log,
                                      stderr=subprocess.STDOUT, cwd=self.dir,
-                                     start_new_session=True, env=sanitizer_env(self.dir))
+                                     start_new_session=True, env=sanitizer_env(self.dir),
+                                     preexec_fn=die_with_test)
 
     def note_processes(self):
         """Remembers every process below the Emperor, to check at the end."""

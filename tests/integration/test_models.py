@@ -472,8 +472,11 @@ def task(args):
     name = args.get(b'name', args.get('name'))
     if isinstance(name, bytes):
         name = name.decode()
-    with open(os.path.join(DONE, name), 'w') as f:
+    # written whole, then renamed: the test reads the file once it exists
+    path = os.path.join(DONE, name)
+    with open(path + '.tmp', 'w') as f:
         f.write(str(os.getpid()))
+    os.rename(path + '.tmp', path)
     return uwsgi.SPOOL_OK
 
 uwsgi.spooler = task

@@ -20,7 +20,8 @@ import unittest
 import urllib.parse
 import urllib.request
 
-from harness import HERE, Uwsgi, free_port, parse_exposition, read_until_eof, unescape, wait_for
+from harness import (HERE, Uwsgi, die_with_test, free_port, parse_exposition, read_until_eof,
+                     unescape, wait_for)
 from test_multiproc import SYSTEM_PYTHON, WRITER, library_available
 
 PROTOBUF = ('application/vnd.google.protobuf; proto=io.prometheus.client.MetricFamily; '
@@ -256,7 +257,8 @@ class RealPrometheus(unittest.TestCase):
                 '127.0.0.1:%d' % port]
         if native:
             args.append('--enable-feature=native-histograms')
-        proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT,
+                                preexec_fn=die_with_test)
         self.addCleanup(lambda: (proc.kill(), proc.wait()))
         self.logs[port] = log.name
         return port

@@ -21,7 +21,7 @@ import unittest
 import urllib.request
 import warnings
 
-from harness import Uwsgi, basic_auth, free_port, parse_exposition, wait_for
+from harness import Uwsgi, basic_auth, die_with_test, free_port, parse_exposition, wait_for
 from secure import Certificates, bcrypt_hash, openssl, users_yaml, write_file
 from test_hostile import Attack, raise_fd_limit
 
@@ -352,7 +352,8 @@ class RealPrometheus(unittest.TestCase):
         self.addCleanup(log.close)
         proc = subprocess.Popen(['prometheus', '--config.file', config, '--storage.tsdb.path',
                                  os.path.join(i.dir, 'data'), '--web.listen-address',
-                                 '127.0.0.1:%d' % port], stdout=log, stderr=subprocess.STDOUT)
+                                 '127.0.0.1:%d' % port], stdout=log, stderr=subprocess.STDOUT,
+                                preexec_fn=die_with_test)
         self.addCleanup(lambda: (proc.kill(), proc.wait()))
 
         def targets():
