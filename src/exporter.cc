@@ -86,14 +86,14 @@ Exporter::Exporter(SnapshotSource* source, ExporterOptions options, HealthCheck 
 
 void Exporter::Scrape(std::string* body, ExpositionFormat format) {
   const auto start = std::chrono::steady_clock::now();
-  Take();
+  Take(format == ExpositionFormat::kProtobuf);
   TextBuffer out;
   Encode(format, &out);
   FinishScrape(start);
   body->assign(out.data(), out.size());
 }
 
-void Exporter::Take() {
+void Exporter::Take(bool native) {
   ++self_.scrapes;
   std::string error;
   self_.up = source_->Take(&snapshot_, &error);
@@ -107,7 +107,9 @@ void Exporter::Take() {
   ReadSelfProcess(&snapshot_.process);
 
   families_.clear();
-  for (auto& provider : providers_) provider(snapshot_, self_.up, &families_);
+  const ScrapeContext context{self_.up, native};
+  for (auto& provider : providers_) provider(snapshot_, context, &families_);
+  taken_native_ = native;
   if (server_stats_) AppendServerFamilies(*server_stats_, &families_);
   families_.push_back(BuildInfo(options_));
   if (!families_.empty()) {
@@ -198,11 +200,13 @@ void Exporter::ServeMetrics(const HttpRequest& request, HttpResponse* response) 
   if (!body) {
     body = Shared(format, /*gzip=*/false);
     if (!body) {
-      if (SharingLastScrape()) {
+      // a protobuf body needs a scrape taken with the native histograms
+      const bool native = format == ExpositionFormat::kProtobuf;
+      if (SharingLastScrape() && (taken_native_ || !native)) {
         body = EncodeShared(format);
       } else {
         const auto start = std::chrono::steady_clock::now();
-        Take();
+        Take(native);
         body = EncodeShared(format);
         FinishScrape(start);
       }

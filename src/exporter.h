@@ -41,11 +41,17 @@ struct ExporterOptions {
 // Returns true when healthy; otherwise fills `reason`.
 using HealthCheck = std::function<bool(std::string* reason)>;
 
+// What one scrape asks of a provider.
+struct ScrapeContext {
+  bool taken = true;   // the snapshot was taken: its label values are valid
+  bool native = true;  // native histograms wanted (the scrape may go out as protobuf)
+};
+
 // Extra families appended to every scrape (e.g. request histograms), each
 // with the spelling of its bounds; gets the scrape's snapshot (valid only
 // when it was taken) for label values.
 using FamilyProvider =
-    std::function<void(const Snapshot&, bool taken, std::vector<ServedFamily>*)>;
+    std::function<void(const Snapshot&, const ScrapeContext&, std::vector<ServedFamily>*)>;
 
 class Exporter {
  public:
@@ -72,8 +78,9 @@ class Exporter {
   using WeakBody = std::weak_ptr<const TextBuffer>;
 
   // Takes a new scrape: the snapshot, the providers' families and the
-  // self-metrics as they stand, kept until the next one.
-  void Take();
+  // self-metrics as they stand, kept until the next one. Native histograms
+  // are read only for a scrape that may be served as protobuf (`native`).
+  void Take(bool native);
   // Writes the last scrape taken in `format` (any number of times: the
   // same bytes each time).
   void Encode(ExpositionFormat format, TextBuffer* out) const;
@@ -100,6 +107,7 @@ class Exporter {
   SelfStats self_;
   SelfStats taken_self_;  // self_ as the last scrape serves it
   std::vector<ServedFamily> families_;
+  bool taken_native_ = false;  // families_ carry native histograms
   GzipEncoder gzip_;
   // The last scrape's bodies by format (ExpositionFormat) and coding
   // (identity, gzip), for sharing: held only by the connections sending them.

@@ -1,7 +1,7 @@
 #include "model.h"
 
 #include "labels.h"
-#include "protobuf.h"
+#include "model_spec.h"
 #include "render.h"
 
 #include <algorithm>
@@ -28,29 +28,11 @@ const char* WorkerStatusName(WorkerStatus status) {
   return "idle";
 }
 
+namespace model {
 namespace {
-
-// Every family the snapshot yields, in one table shared by the two paths
-// below: BuildFamilies (prometheus-cpp's data model, the reference) and
-// RenderScrape (straight to text, what a scrape uses).
-enum class Scope { kServer, kSocket, kWorker, kWorkerStatus, kApp, kCore, kCache, kProcess, kSelf };
-
-struct Spec {
-  const char* name;
-  const char* help;
-  MetricType type;
-  Scope scope;
-  double (*value)(const void* item);
-};
-
-template <typename T>
-const T& As(const void* p) {
-  return *static_cast<const T*>(p);
-}
 
 double D(uint64_t v) { return static_cast<double>(v); }
 double D(int64_t v) { return static_cast<double>(v); }
-double B(bool v) { return v ? 1.0 : 0.0; }
 
 #define GET(T, expr) [](const void* p) -> double { const T& x = As<T>(p); return (expr); }
 
@@ -180,7 +162,8 @@ const Spec kSpecs[] = {
 
 #undef GET
 
-// kSpecs in name order (the order of the exposition).
+}  // namespace
+
 const std::vector<const Spec*>& SpecsByName() {
   // Never destroyed: a scrape on the server thread may still be running while
   // the process exits.
@@ -194,11 +177,6 @@ const std::vector<const Spec*>& SpecsByName() {
   return sorted;
 }
 
-// Statuses in label-value order.
-constexpr WorkerStatus kStatusesByName[] = {WorkerStatus::kBusy, WorkerStatus::kCheap,
-                                            WorkerStatus::kIdle, WorkerStatus::kPause,
-                                            WorkerStatus::kSig};
-
 bool Enabled(const Spec& spec, const Snapshot& s, const ModelOptions& o, const SelfStats& self) {
   switch (spec.scope) {
     case Scope::kProcess: return s.process.valid;
@@ -208,7 +186,17 @@ bool Enabled(const Spec& spec, const Snapshot& s, const ModelOptions& o, const S
   }
 }
 
-// ---- Reference path: prometheus-cpp's data model --------------------------
+}  // namespace model
+
+namespace {
+
+using model::As;
+using model::B;
+using model::Scope;
+using model::Spec;
+
+// The reference path: prometheus-cpp's data model, what the direct writers
+// (scrape_text.cc, scrape_protobuf.cc) are tested against.
 
 struct Item {
   Labels labels;
@@ -242,7 +230,7 @@ std::vector<Item> Items(Scope scope, const Snapshot& s, const ModelOptions& o,
         const std::string id = std::to_string(w.id);
         if (scope == Scope::kWorker) items.push_back({{{"worker_id", id}}, &w});
         if (scope == Scope::kWorkerStatus) {
-          for (WorkerStatus st : kStatusesByName) {
+          for (WorkerStatus st : model::kStatusesByName) {
             items.push_back({{{"worker_id", id}, {"status", WorkerStatusName(st)}}, &w, st});
           }
         }
@@ -271,255 +259,6 @@ std::vector<Item> Items(Scope scope, const Snapshot& s, const ModelOptions& o,
       break;
   }
   return items;
-}
-
-// ---- Direct path: snapshot to text ----------------------------------------
-
-// One series' labels, already escaped and in label-name order, with the
-// values it sorts by.
-struct Row {
-  std::vector<std::string> key;
-  std::string labels;  // a="x",b="y"
-  const void* item;
-  WorkerStatus status = WorkerStatus::kIdle;
-};
-
-class RowBuilder {
- public:
-  explicit RowBuilder(TextBuffer* scratch) : scratch_(scratch) {}
-  RowBuilder& Label(std::string_view name, std::string_view value) {
-    if (scratch_->size()) scratch_->push_back(',');
-    Append(scratch_, name);
-    Append(scratch_, "=\"");
-    AppendEscapedLabelValue(scratch_, value);
-    scratch_->push_back('"');
-    key_.emplace_back(value);
-    return *this;
-  }
-  Row Done(const void* item, WorkerStatus status = WorkerStatus::kIdle) {
-    Row r{std::move(key_), std::string(scratch_->data(), scratch_->size()), item, status};
-    scratch_->clear();
-    key_.clear();
-    return r;
-  }
-
- private:
-  TextBuffer* scratch_;
-  std::vector<std::string> key_;
-};
-
-void SortRows(std::vector<Row>* rows) {
-  std::stable_sort(rows->begin(), rows->end(),
-                   [](const Row& a, const Row& b) { return a.key < b.key; });
-  rows->erase(std::unique(rows->begin(), rows->end(),
-                          [](const Row& a, const Row& b) { return a.key == b.key; }),
-              rows->end());
-}
-
-// A worker with its id in text; workers are kept sorted by that text, the
-// order their series sort in.
-struct WorkerRow {
-  WorkerRow(const WorkerSnapshot* worker, int id) : w(worker) {
-    fmt::format_int text(id);  // points into itself: copy out
-    len = text.size();
-    std::memcpy(digits, text.data(), len);
-  }
-  const WorkerSnapshot* w;
-  char digits[24];
-  size_t len;
-  std::string labels;  // {stats_uri="...",worker_id="N"} with the trailing space
-  std::string_view Id() const { return std::string_view(digits, len); }
-};
-
-// Rows of every scope, built once per scrape and shared by its families.
-// Worker, status and core series are written straight from `workers`.
-struct Rows {
-  std::vector<Row> by_scope[static_cast<int>(Scope::kSelf) + 1];
-  std::vector<WorkerRow> workers;
-  std::string uri_label;  // stats_uri="..." escaped
-  std::vector<std::string> core_ids;  // "0", "1", ... in text order
-};
-
-// Started workers, sorted by id as text, each with its label text; the
-// escaped stats_uri label they share.
-void BuildWorkerRows(const Snapshot& s, const std::string& uri, Rows* rows) {
-  for (const auto& w : s.workers) {
-    if (w.id != 0) rows->workers.emplace_back(&w, w.id);
-  }
-  std::stable_sort(rows->workers.begin(), rows->workers.end(),
-                   [](const WorkerRow& a, const WorkerRow& b) { return a.Id() < b.Id(); });
-  rows->workers.erase(std::unique(rows->workers.begin(), rows->workers.end(),
-                                  [](const WorkerRow& a, const WorkerRow& b) {
-                                    return a.Id() == b.Id();
-                                  }),
-                      rows->workers.end());
-  {
-    TextBuffer uri_label;
-    Append(&uri_label, "stats_uri=\"");
-    AppendEscapedLabelValue(&uri_label, uri);
-    uri_label.push_back('"');
-    rows->uri_label.assign(uri_label.data(), uri_label.size());
-  }
-  for (auto& wr : rows->workers) {
-    wr.labels.reserve(rows->uri_label.size() + 32);
-    wr.labels.append("{").append(rows->uri_label).append(",worker_id=\"");
-    wr.labels.append(wr.Id()).append("\"} ");
-  }
-}
-
-void BuildRows(const Snapshot& s, const ModelOptions& o, const SelfStats& self, Rows* rows) {
-  TextBuffer scratch;
-  RowBuilder b(&scratch);
-  const std::string uri = SanitizeLabelValue(o.stats_uri, o.max_label_value_bytes);
-  auto sane = [&](std::string_view v) { return SanitizeLabelValue(v, o.max_label_value_bytes); };
-  auto& r = rows->by_scope;
-  r[static_cast<int>(Scope::kServer)].push_back(b.Label("stats_uri", uri).Done(&s));
-  r[static_cast<int>(Scope::kProcess)].push_back(b.Done(&s.process));
-  r[static_cast<int>(Scope::kSelf)].push_back(b.Done(&self));
-  {
-    std::set<std::pair<std::string, std::string>> seen;
-    auto& out = r[static_cast<int>(Scope::kSocket)];
-    for (const auto& sock : s.sockets) {
-      auto name = sane(sock.name), proto = sane(sock.proto);
-      if (!seen.emplace(name, proto).second) continue;
-      out.push_back(b.Label("name", name).Label("proto", proto).Label("stats_uri", uri).Done(&sock));
-    }
-    SortRows(&out);
-  }
-  BuildWorkerRows(s, uri, rows);
-  int max_cores = 0;
-  for (const auto& wr : rows->workers) {
-    const WorkerSnapshot& w = *wr.w;
-    for (const auto& a : w.apps) {
-      r[static_cast<int>(Scope::kApp)].push_back(b.Label("app_id", std::to_string(a.id))
-                                                     .Label("chdir", sane(a.chdir))
-                                                     .Label("mountpoint", sane(a.mountpoint))
-                                                     .Label("stats_uri", uri)
-                                                     .Label("worker_id", wr.Id())
-                                                     .Done(&a));
-    }
-    for (const auto& c : w.cores) max_cores = std::max(max_cores, c.id + 1);
-  }
-  for (int c = 0; c < max_cores; ++c) rows->core_ids.push_back(std::to_string(c));
-  std::sort(rows->core_ids.begin(), rows->core_ids.end());
-  for (const auto& c : s.caches) {
-    r[static_cast<int>(Scope::kCache)].push_back(
-        b.Label("name", sane(c.name)).Label("stats_uri", uri).Done(&c));
-  }
-  SortRows(&r[static_cast<int>(Scope::kApp)]);
-  SortRows(&r[static_cast<int>(Scope::kCache)]);
-}
-
-double RowValue(const Spec& spec, const Row& row) {
-  if (spec.scope == Scope::kWorkerStatus) {
-    return B(As<WorkerSnapshot>(row.item).status == row.status);
-  }
-  return spec.value(row.item);
-}
-
-// name{stats_uri="...",<middle>worker_id="N"} value
-void WorkerSample(const Spec& spec, const Rows& rows, const WorkerRow& wr, std::string_view middle,
-                  double value, TextBuffer* out) {
-  Append(out, spec.name);
-  out->push_back('{');
-  Append(out, rows.uri_label);
-  out->push_back(',');
-  Append(out, middle);
-  Append(out, "worker_id=\"");
-  Append(out, wr.Id());
-  Append(out, "\"} ");
-  AppendValue(out, value);
-  out->push_back('\n');
-}
-
-void RenderWorkerSpec(const Spec& spec, const Rows& rows, TextBuffer* out) {
-  if (spec.scope == Scope::kWorker) {
-    const std::string_view name(spec.name);
-    for (const auto& wr : rows.workers) {
-      Append(out, name);
-      Append(out, wr.labels);
-      AppendValue(out, spec.value(wr.w));
-      out->push_back('\n');
-    }
-    return;
-  }
-  if (spec.scope == Scope::kWorkerStatus) {
-    char middle[32];
-    for (WorkerStatus st : kStatusesByName) {
-      auto end = fmt::format_to_n(middle, sizeof middle, "status=\"{}\",", WorkerStatusName(st)).out;
-      std::string_view m(middle, static_cast<size_t>(end - middle));
-      for (const auto& wr : rows.workers) {
-        WorkerSample(spec, rows, wr, m, B(wr.w->status == st), out);
-      }
-    }
-    return;
-  }
-  // Cores: sorted by core_id (as text), then worker_id.
-  for (const auto& core_id : rows.core_ids) {
-    const int id = std::atoi(core_id.c_str());
-    for (const auto& wr : rows.workers) {
-      for (const auto& c : wr.w->cores) {
-        if (c.id != id) continue;
-        Append(out, spec.name);
-        Append(out, "{core_id=\"");
-        Append(out, core_id);
-        Append(out, "\",");
-        Append(out, rows.uri_label);
-        Append(out, ",worker_id=\"");
-        Append(out, wr.Id());
-        Append(out, "\"} ");
-        AppendValue(out, spec.value(&c));
-        out->push_back('\n');
-        break;  // one series per (core_id, worker_id), the first wins
-      }
-    }
-  }
-}
-
-bool HasSeries(const Spec& spec, const Rows& rows) {
-  switch (spec.scope) {
-    case Scope::kWorker:
-    case Scope::kWorkerStatus: return !rows.workers.empty();
-    case Scope::kCore: return !rows.core_ids.empty() && !rows.workers.empty();
-    default: return !rows.by_scope[static_cast<int>(spec.scope)].empty();
-  }
-}
-
-void RenderSpec(const Spec& spec, const Rows& rows, TextBuffer* out) {
-  if (!HasSeries(spec, rows)) return;
-  if (spec.scope == Scope::kWorker || spec.scope == Scope::kWorkerStatus ||
-      spec.scope == Scope::kCore) {
-    AppendHelpLine(out, spec.name, spec.help);
-    AppendTypeLine(out, spec.name, spec.type);
-    RenderWorkerSpec(spec, rows, out);
-    return;
-  }
-  const auto& list = rows.by_scope[static_cast<int>(spec.scope)];
-  AppendHelpLine(out, spec.name, spec.help);
-  AppendTypeLine(out, spec.name, spec.type);
-  if (spec.type == MetricType::Summary) {  // the scrape duration summary
-    const auto& self = As<SelfStats>(list.front().item);
-    Append(out, spec.name);
-    Append(out, "_sum ");
-    AppendValue(out, self.scrape_duration_sum);
-    out->push_back('\n');
-    Append(out, spec.name);
-    Append(out, "_count ");
-    AppendValue(out, D(self.scrape_duration_count));
-    out->push_back('\n');
-    return;
-  }
-  for (const auto& row : list) {
-    Append(out, spec.name);
-    if (!row.labels.empty()) {
-      out->push_back('{');
-      Append(out, row.labels);
-      out->push_back('}');
-    }
-    out->push_back(' ');
-    AppendValue(out, RowValue(spec, row));
-    out->push_back('\n');
-  }
 }
 
 bool LabelsLess(const ClientMetric& a, const ClientMetric& b) {
@@ -560,8 +299,9 @@ void BuildFamilies(const Snapshot& snapshot, const ModelOptions& options,
   std::vector<MetricFamily> families;
   const Labels common = {{"stats_uri", SanitizeLabelValue(options.stats_uri,
                                                           options.max_label_value_bytes)}};
-  for (const auto& spec : kSpecs) {
-    if (!Enabled(spec, snapshot, options, self)) continue;
+  for (const Spec* s : model::SpecsByName()) {
+    const Spec& spec = *s;
+    if (!model::Enabled(spec, snapshot, options, self)) continue;
     MetricFamily family{spec.name, spec.help, spec.type, {}};
     const bool with_common = spec.scope != Scope::kProcess && spec.scope != Scope::kSelf;
     for (auto& item : Items(spec.scope, snapshot, options, self)) {
@@ -595,39 +335,10 @@ void BuildFamilies(const Snapshot& snapshot, const ModelOptions& options,
 }
 
 bool IsBuiltInFamily(std::string_view name) {
-  for (const auto& spec : kSpecs) {
-    if (name == spec.name) return true;
+  for (const Spec* spec : model::SpecsByName()) {
+    if (name == spec->name) return true;
   }
   return false;
-}
-
-void RenderScrape(const Snapshot& snapshot, const ModelOptions& options, const SelfStats& self,
-                  const std::vector<ServedFamily>& extra, TextBuffer* out) {
-  Rows rows;
-  BuildRows(snapshot, options, self, &rows);
-  const auto& specs = SpecsByName();
-  size_t e = 0;
-  for (const Spec* spec : specs) {
-    for (; e < extra.size() && extra[e].family.name < spec->name; ++e) {
-      RenderFamily(extra[e].family, extra[e].bounds, out);
-    }
-    if (Enabled(*spec, snapshot, options, self)) RenderSpec(*spec, rows, out);
-  }
-  for (; e < extra.size(); ++e) RenderFamily(extra[e].family, extra[e].bounds, out);
-}
-
-void EncodeScrape(const Snapshot& snapshot, const ModelOptions& options, const SelfStats& self,
-                  const std::vector<ServedFamily>& extra, TextBuffer* out) {
-  std::vector<MetricFamily> built;
-  BuildFamilies(snapshot, options, self, &built);
-  size_t e = 0;
-  for (const auto& family : built) {
-    for (; e < extra.size() && extra[e].family.name < family.name; ++e) {
-      EncodeFamily(extra[e].family, &extra[e].native, out);
-    }
-    EncodeFamily(family, nullptr, out);
-  }
-  for (; e < extra.size(); ++e) EncodeFamily(extra[e].family, &extra[e].native, out);
 }
 
 }  // namespace uwsgi_prometheus

@@ -49,10 +49,9 @@ void BuildFamilies(const Snapshot& snapshot, const ModelOptions& options,
 void RenderScrape(const Snapshot& snapshot, const ModelOptions& options, const SelfStats& self,
                   const std::vector<ServedFamily>& extra, TextBuffer* out);
 
-// The protobuf twin of RenderScrape: the families of BuildFamilies merged
-// with `extra` in the same order, as delimited MetricFamily messages
-// (protobuf.h). Built through the reference path: a protobuf scrape is
-// rarer than a text one and has no label text to share.
+// The protobuf twin of RenderScrape: the same bytes as EncodeFamily() of
+// BuildFamilies() merged with `extra` (delimited MetricFamily messages,
+// protobuf.h), also written straight from the snapshot.
 void EncodeScrape(const Snapshot& snapshot, const ModelOptions& options, const SelfStats& self,
                   const std::vector<ServedFamily>& extra, TextBuffer* out);
 

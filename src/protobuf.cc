@@ -196,12 +196,7 @@ void EncodeHistogram(Writer* w, const ClientMetric::Histogram& h, const NativeHi
 void EncodeMetric(Writer* w, MetricType type, const ClientMetric& metric,
                   const NativeHistogram* native) {
   const size_t m = w->Begin(field::kMetric);
-  for (const auto& label : metric.label) {
-    const size_t lm = w->Begin(field::kLabel);
-    w->String(field::kLabelName, label.name);
-    w->String(field::kLabelValue, label.value);
-    w->End(lm);
-  }
+  for (const auto& label : metric.label) protobuf::AppendLabel(w->out(), label.name, label.value);
   // Fields in number order (as protobuf libraries write them): the
   // timestamp (6) goes between the other types' values and the histogram (7).
   switch (type) {
@@ -220,14 +215,58 @@ void EncodeMetric(Writer* w, MetricType type, const ClientMetric& metric,
 
 }  // namespace
 
+namespace protobuf {
+
+void AppendLabel(TextBuffer* out, std::string_view name, std::string_view value) {
+  Writer w(out);
+  const size_t m = w.Begin(field::kLabel);
+  w.String(field::kLabelName, name);
+  w.String(field::kLabelValue, value);
+  w.End(m);
+}
+
+size_t BeginFamily(TextBuffer* out, std::string_view name, std::string_view help,
+                   MetricType type) {
+  Writer w(out);
+  const size_t m = w.Begin(0);
+  w.String(field::kName, name);
+  if (!help.empty()) w.String(field::kHelp, help);
+  w.Varint(field::kType, TypeCode(type));
+  return m;
+}
+
+void EndFamily(TextBuffer* out, size_t mark) { Writer(out).End(mark); }
+
+void AppendSample(TextBuffer* out, MetricType type, std::initializer_list<std::string_view> labels,
+                  double value) {
+  Writer w(out);
+  const size_t m = w.Begin(field::kMetric);
+  for (std::string_view part : labels) out->append(part.data(), part.data() + part.size());
+  switch (type) {
+    case MetricType::Counter: EncodeValue(&w, field::kCounter, value); break;
+    case MetricType::Gauge: EncodeValue(&w, field::kGauge, value); break;
+    default: EncodeValue(&w, field::kUntyped, value); break;
+  }
+  w.End(m);
+}
+
+void AppendSummarySample(TextBuffer* out, uint64_t count, double sum) {
+  Writer w(out);
+  const size_t m = w.Begin(field::kMetric);
+  ClientMetric::Summary s;
+  s.sample_count = count;
+  s.sample_sum = sum;
+  EncodeSummary(&w, s);
+  w.End(m);
+}
+
+}  // namespace protobuf
+
 void EncodeFamily(const MetricFamily& family, const std::vector<NativeHistogram>* native,
                   TextBuffer* out) {
   if (family.metric.empty()) return;
   Writer w(out);
-  const size_t m = w.Begin(0);
-  w.String(field::kName, family.name);
-  if (!family.help.empty()) w.String(field::kHelp, family.help);
-  w.Varint(field::kType, TypeCode(family.type));
+  const size_t m = protobuf::BeginFamily(out, family.name, family.help, family.type);
   const bool with_native = native && family.type == MetricType::Histogram &&
                            native->size() == family.metric.size();
   for (size_t i = 0; i < family.metric.size(); ++i) {

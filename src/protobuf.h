@@ -12,6 +12,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <initializer_list>
 #include <string_view>
 #include <vector>
 
@@ -35,8 +36,27 @@ void EncodeFamily(const prometheus::MetricFamily& family,
 // Every family of `families`, in order.
 void EncodeFamilies(const std::vector<ServedFamily>& families, TextBuffer* out);
 
-// The wire format's pieces, for the encoder and its tests.
+// The wire format's pieces, for the encoders and their tests.
 namespace protobuf {
+
+// Parts of the messages for a writer without a MetricFamily (the direct
+// scrape writer, scrape_protobuf.cc); EncodeFamily writes the same bytes
+// with them.
+//
+// One Metric.label field (a LabelPair).
+void AppendLabel(TextBuffer* out, std::string_view name, std::string_view value);
+// A MetricFamily of a delimited stream up to its metrics (help left out
+// when empty); EndFamily(mark) closes it.
+size_t BeginFamily(TextBuffer* out, std::string_view name, std::string_view help,
+                   prometheus::MetricType type);
+void EndFamily(TextBuffer* out, size_t mark);
+// One Metric of a counter, gauge or untyped family: its Metric.label fields,
+// already encoded (the concatenation of `labels`), then its value.
+void AppendSample(TextBuffer* out, prometheus::MetricType type,
+                  std::initializer_list<std::string_view> labels, double value);
+// A Metric without labels holding a summary of count and sum only.
+void AppendSummarySample(TextBuffer* out, uint64_t count, double sum);
+
 
 enum class WireType : uint8_t { kVarint = 0, kFixed64 = 1, kLengthDelimited = 2 };
 
@@ -65,6 +85,8 @@ class Writer {
   // message of a delimited stream (no tag); End(mark) closes it.
   size_t Begin(uint32_t field);
   void End(size_t mark);
+
+  TextBuffer* out() const { return out_; }
 
  private:
   void Tag(uint32_t field, WireType type);

@@ -86,17 +86,18 @@ RequestFamiliesFunction RequestFamilies(const RequestStats* stats, bool per_app,
 
 FamilyProvider RequestStatsProvider(const RequestStats* stats, bool per_app, bool per_worker) {
   return [families = RequestFamilies(stats, per_app, per_worker)](
-             const Snapshot& snapshot, bool taken, std::vector<ServedFamily>* out) {
+             const Snapshot& snapshot, const ScrapeContext& context,
+             std::vector<ServedFamily>* out) {
     std::vector<NativeSeries> native;  // none when native histograms are off
     const size_t first = out->size();
-    families(snapshot, taken, out, &native);
+    families(snapshot, context.taken, out, context.native ? &native : nullptr);
     AttachNative(native, out->data() + first, out->size() - first);
   };
 }
 
 FamilyProvider MultiprocProvider(MultiprocCollector* collector, LogFunction log) {
   auto reported = std::make_shared<std::set<std::string>>();
-  return [collector, log = std::move(log), reported](const Snapshot&, bool,
+  return [collector, log = std::move(log), reported](const Snapshot&, const ScrapeContext&,
                                                      std::vector<ServedFamily>* out) {
     // The plugin's own families first: an app family of the same name is
     // then the one dropped (and logged) by the exporter.

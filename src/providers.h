@@ -31,8 +31,9 @@ void MergeAppLabels(const Snapshot& snapshot, std::vector<std::vector<std::strin
 // The request metrics of `stats` (which must outlive the provider): summed
 // over workers unless `per_worker`; with `per_app`, labelled by the app
 // labels of every snapshot taken so far (MergeAppLabels), the latest first.
-// Unless native histograms are off, each histogram series carries its
-// native histogram (ServedFamily::native), which the protobuf format sends.
+// Unless native histograms are off or the scrape does not want them
+// (ScrapeContext::native), each histogram series carries its native
+// histogram (ServedFamily::native), which the protobuf format sends.
 FamilyProvider RequestStatsProvider(const RequestStats* stats, bool per_app, bool per_worker);
 
 // The same families, and with `native` (non-null) the native histograms of

@@ -143,15 +143,17 @@ class SameScrape(unittest.TestCase):
         cls.u.cleanup()
 
     def both(self, encoding):
-        """The text and the protobuf body of one scrape: a text client that
-        does not read holds the scrape while a protobuf client asks."""
+        """The text and the protobuf body of one scrape: a protobuf client
+        that does not read holds the scrape while a text client asks. (Not
+        the other way round: a text scrape reads no native histograms, so a
+        protobuf client after it gets a scrape of its own.)"""
         extra = {'Accept-Encoding': encoding} if encoding else {}
         for _ in range(5):
-            slow = send(self.u.port, dict(extra, Accept=CLASSIC_ACCEPT), rcvbuf=4096)
+            slow = send(self.u.port, dict(extra, Accept=NATIVE_ACCEPT), rcvbuf=4096)
             ready, _, _ = select.select([slow], [], [], 30)
-            self.assertTrue(ready, 'no answer to the text request')
-            status, h, body = response(send(self.u.port, dict(extra, Accept=NATIVE_ACCEPT)))
-            t_status, t_h, t_body = response(slow)
+            self.assertTrue(ready, 'no answer to the protobuf request')
+            t_status, t_h, t_body = response(send(self.u.port, dict(extra, Accept=CLASSIC_ACCEPT)))
+            status, h, body = response(slow)
             self.assertEqual((status, t_status), (200, 200))
             self.assertEqual(h['content-type'], PROTOBUF)
             self.assertEqual(t_h['content-type'], TEXT)

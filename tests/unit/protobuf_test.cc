@@ -8,10 +8,13 @@
 #include <vector>
 
 #include "exporter.h"
+#include "families.h"
 #include "fake_source.h"
 #include "http_session.h"
 #include "model.h"
 #include "protobuf.h"
+#include "providers.h"
+#include "request_stats.h"
 
 using namespace uwsgi_prometheus;
 using namespace uwsgi_prometheus::protobuf;
@@ -354,7 +357,8 @@ std::string HeaderOf(const HttpResponse& r, const std::string& name) {
 
 }  // namespace
 
-TEST_CASE("clients of the same moment share one snapshot whatever their format", "[protobuf]") {
+TEST_CASE("clients of the same moment share one snapshot, native histograms read only for protobuf",
+          "[protobuf]") {
   constexpr const char* kAccept =
       "application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;"
       "encoding=delimited";
@@ -366,11 +370,12 @@ TEST_CASE("clients of the same moment share one snapshot whatever their format",
   sharing.share_window = std::chrono::hours(1);  // everything below is "the same moment"
   Exporter exporter(&source, sharing, nullptr);
 
-  HttpResponse a, b, c, d;
+  HttpResponse a, b, c, d, e;
   exporter.Handle(text, &a);  // still being sent: holds the scrape
-  exporter.Handle(proto, &b);
+  exporter.Handle(proto, &b);  // a text scrape has no native histograms: taken anew
   exporter.Handle(proto, &c);
   exporter.Handle(proto_gz, &d);
+  exporter.Handle(text, &e);  // the protobuf scrape serves text as well
   CHECK(a.content_type == "text/plain; version=0.0.4; charset=utf-8");
   CHECK(b.content_type ==
         "application/vnd.google.protobuf; proto=io.prometheus.client.MetricFamily; "
@@ -380,10 +385,13 @@ TEST_CASE("clients of the same moment share one snapshot whatever their format",
   CHECK(HeaderOf(d, "Content-Encoding") == "gzip");
   CHECK(b.shared_body.owner != a.shared_body.owner);
   CHECK(c.shared_body.owner == b.shared_body.owner);  // one protobuf body
-  CHECK(CounterIn(b.Body(), "uwsgi_exporter_scrapes_total") == 1);
+  CHECK(a.Body().find("uwsgi_exporter_scrapes_total 1\n") != std::string::npos);
+  CHECK(CounterIn(b.Body(), "uwsgi_exporter_scrapes_total") == 2);
+  CHECK(e.shared_body.owner != a.shared_body.owner);
+  CHECK(e.Body().find("uwsgi_exporter_scrapes_total 2\n") != std::string::npos);
   std::string again;
   exporter.Scrape(&again, ExpositionFormat::kProtobuf);
-  CHECK(CounterIn(again, "uwsgi_exporter_scrapes_total") == 2);
+  CHECK(CounterIn(again, "uwsgi_exporter_scrapes_total") == 3);
 
   SECTION("without protobuf offered, its clients get text") {
     ExporterOptions text_only;
@@ -393,5 +401,24 @@ TEST_CASE("clients of the same moment share one snapshot whatever their format",
     plain.Handle(proto, &r);
     CHECK(r.content_type == "text/plain; version=0.0.4; charset=utf-8");
     CHECK(HeaderOf(r, "Vary") == "Accept-Encoding");
+  }
+  SECTION("a protobuf scrape after a text one carries the native histograms") {
+    RequestStats stats = MakeRequestStats(4);
+    stats.Observe({1, 0, 2000, 10, 200, "GET"});
+    Exporter with_requests(&source, sharing, nullptr);
+    with_requests.AddProvider(RequestStatsProvider(&stats, false, false));
+    HttpResponse t, p;
+    with_requests.Handle(text, &t);
+    with_requests.Handle(proto, &p);
+    bool found = false;
+    for (const auto& m : Messages(std::string(p.Body()))) {
+      const auto family = Fields(m);
+      if (Only(family, 1).bytes != kDurationFamily) continue;
+      const auto histogram = Fields(Only(Fields(Only(family, 4).bytes), 7).bytes);
+      CHECK(Only(histogram, 1).varint == 1);  // the one request
+      CHECK(Only(histogram, 5).varint == protobuf::ZigZag(3));  // schema 3: a native histogram
+      found = true;
+    }
+    CHECK(found);
   }
 }

@@ -29,8 +29,8 @@ TEST_CASE("request metrics keep the last known app labels", "[providers]") {
   Snapshot s = MakeSnapshot(1);
   s.workers[0].apps[0].mountpoint = "/app";
   std::vector<ServedFamily> out;
-  provider(s, true, &out);
-  provider(Snapshot{}, false, &out);  // a snapshot that could not be taken
+  provider(s, {}, &out);
+  provider(Snapshot{}, {false}, &out);  // a snapshot that could not be taken
   REQUIRE(out.size() == 6);
   for (size_t i : {0, 3}) {
     REQUIRE(out[i].family.name == "uwsgi_request_duration_seconds");
@@ -51,7 +51,7 @@ TEST_CASE("a worker reloading its apps keeps its requests under their mount poin
   reloading.workers[1].apps.clear();
   for (const Snapshot* s : {&loaded, &reloading, &reloading}) {
     std::vector<ServedFamily> out;
-    provider(*s, true, &out);
+    provider(*s, {}, &out);
     const auto* duration = Find(out, "uwsgi_request_duration_seconds");
     REQUIRE(duration);
     REQUIRE(duration->metric.size() == 1);
@@ -94,7 +94,7 @@ TEST_CASE("the request provider gives each histogram series its native histogram
   stats.Observe({1, 0, 1000, 10, 200, "GET"});
   stats.Observe({2, 0, 3000000, 20000, 404, "GET"});
   std::vector<ServedFamily> out;
-  RequestStatsProvider(&stats, false, true)(MakeSnapshot(2), true, &out);
+  RequestStatsProvider(&stats, false, true)(MakeSnapshot(2), {}, &out);
   size_t histograms = 0;
   for (const auto& served : out) {
     if (served.family.type != prometheus::MetricType::Histogram) {
@@ -114,13 +114,19 @@ TEST_CASE("the request provider gives each histogram series its native histogram
     }
   }
   CHECK(histograms == 2);
+  SECTION("none when the scrape does not want them (a text scrape)") {
+    std::vector<ServedFamily> text;
+    RequestStatsProvider(&stats, false, true)(MakeSnapshot(2), {true, false}, &text);
+    CHECK(text.size() == out.size());
+    for (const auto& served : text) CHECK(served.native.empty());
+  }
 }
 
 TEST_CASE("request metrics are not labelled unless asked", "[providers]") {
   RequestStats stats = MakeRequestStats(2, 1);
   stats.Observe({2, 0, 1000, 10, 200, "GET"});
   std::vector<ServedFamily> out;
-  RequestStatsProvider(&stats, false, true)(MakeSnapshot(2), true, &out);
+  RequestStatsProvider(&stats, false, true)(MakeSnapshot(2), {}, &out);
   const auto* requests = Find(out, "uwsgi_requests_total");
   REQUIRE(requests);
   CHECK(Label(requests->metric.at(0), "worker_id") == "2");
@@ -134,8 +140,8 @@ TEST_CASE("multi-process provider: merged families, its own, skipped files logge
   FamilyProvider provider =
       MultiprocProvider(&collector, [&](const std::string& line) { log.push_back(line); });
   std::vector<ServedFamily> out;
-  provider(Snapshot{}, true, &out);
-  provider(Snapshot{}, true, &out);
+  provider(Snapshot{}, {}, &out);
+  provider(Snapshot{}, {}, &out);
   REQUIRE(log.size() == 1);
   CHECK(log[0].rfind("multiproc: skipped /nonexistent/multiproc: cannot open directory: ", 0) == 0);
   const auto* skipped = Find(out, "uwsgi_prometheus_multiproc_skipped_files_total");
@@ -169,7 +175,7 @@ TEST_CASE("a scrape spells the app's bounds as prometheus_client, the plugin's a
   exporter.AddProvider(MultiprocProvider(&collector, nullptr));
 
   std::vector<ServedFamily> served;
-  MultiprocProvider(&collector, nullptr)(Snapshot{}, true, &served);
+  MultiprocProvider(&collector, nullptr)(Snapshot{}, {}, &served);
   REQUIRE(Find(served, "app_seconds"));
   for (const auto& f : served) {
     INFO(f.family.name);

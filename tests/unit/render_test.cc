@@ -10,6 +10,7 @@
 #include "exporter.h"
 #include "fake_source.h"
 #include "model.h"
+#include "protobuf.h"
 #include "render.h"
 
 using namespace uwsgi_prometheus;
@@ -250,10 +251,16 @@ TEST_CASE("the direct scrape renderer writes exactly the reference text", "[rend
     std::vector<ServedFamily> reference(extra);
     for (auto& f : built) reference.push_back({std::move(f)});
     Normalize(&reference);
-    TextBuffer direct, expected;
+    TextBuffer direct, expected, direct_pb, expected_pb;
     RenderScrape(s, o, self, extra, &direct);
     for (const auto& f : reference) RenderFamily(f.family, f.bounds, &expected);
     CHECK(std::string(direct.data(), direct.size()) == std::string(expected.data(), expected.size()));
+    // and the protobuf writer, from the same rows, the reference's bytes
+    EncodeScrape(s, o, self, extra, &direct_pb);
+    for (const auto& f : reference) EncodeFamily(f.family, &f.native, &expected_pb);
+    CHECK(direct_pb.size() > 0);
+    CHECK(std::string(direct_pb.data(), direct_pb.size()) ==
+          std::string(expected_pb.data(), expected_pb.size()));
     return std::string(direct.data(), direct.size());
   };
   ModelOptions o;
