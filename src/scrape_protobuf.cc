@@ -70,12 +70,10 @@ void EncodeSeries(const Spec& spec, const Rows& rows, TextBuffer* out) {
 void EncodeScrape(const Snapshot& snapshot, const ModelOptions& options, const SelfStats& self,
                   const std::vector<ServedFamily>& extra, TextBuffer* out) {
   using namespace model;  // NOLINT(google-build-using-namespace)
-  Rows rows;
-  BuildRows(snapshot, options, self, &rows);
   InNameOrder(
-      extra, [&](const ServedFamily& f) { EncodeFamily(f.family, &f.native, out); },
-      [&](const Spec& spec) {
-        if (!Enabled(spec, snapshot, options, self) || !HasSeries(spec, rows)) return;
+      snapshot, options, self, extra,
+      [&](const ServedFamily& f) { EncodeFamily(f.family, &f.native, out); },
+      [&](const Spec& spec, const Rows& rows) {
         const size_t mark = protobuf::BeginFamily(out, spec.name, spec.help, spec.type);
         EncodeSeries(spec, rows, out);
         protobuf::EndFamily(out, mark);

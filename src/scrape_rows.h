@@ -49,15 +49,18 @@ void BuildRows(const Snapshot& s, const ModelOptions& o, const SelfStats& self, 
 // Whether the family has any series in this scrape.
 bool HasSeries(const Spec& spec, const Rows& rows);
 
-// Visits the families of a scrape in name order: each spec (`spec_fn`) and
-// each of `extra` (`extra_fn`), which is sorted by name and holds no
-// built-in name.
+// Visits the families of a scrape in name order: each built-in family with
+// series in it (`spec_fn(spec, rows)`) and each of `extra` (`extra_fn`),
+// which is sorted by name and holds no built-in name.
 template <typename ExtraFn, typename SpecFn>
-void InNameOrder(const std::vector<ServedFamily>& extra, ExtraFn extra_fn, SpecFn spec_fn) {
+void InNameOrder(const Snapshot& s, const ModelOptions& o, const SelfStats& self,
+                 const std::vector<ServedFamily>& extra, ExtraFn extra_fn, SpecFn spec_fn) {
+  Rows rows;
+  BuildRows(s, o, self, &rows);
   size_t e = 0;
   for (const Spec* spec : SpecsByName()) {
     for (; e < extra.size() && extra[e].family.name < spec->name; ++e) extra_fn(extra[e]);
-    spec_fn(*spec);
+    if (Enabled(*spec, s, o, self) && HasSeries(*spec, rows)) spec_fn(*spec, rows);
   }
   for (; e < extra.size(); ++e) extra_fn(extra[e]);
 }

@@ -108,12 +108,10 @@ void RenderSeries(const Spec& spec, const Rows& rows, TextBuffer* out) {
 void RenderScrape(const Snapshot& snapshot, const ModelOptions& options, const SelfStats& self,
                   const std::vector<ServedFamily>& extra, TextBuffer* out) {
   using namespace model;  // NOLINT(google-build-using-namespace)
-  Rows rows;
-  BuildRows(snapshot, options, self, &rows);
   InNameOrder(
-      extra, [&](const ServedFamily& f) { RenderFamily(f.family, f.bounds, out); },
-      [&](const Spec& spec) {
-        if (!Enabled(spec, snapshot, options, self) || !HasSeries(spec, rows)) return;
+      snapshot, options, self, extra,
+      [&](const ServedFamily& f) { RenderFamily(f.family, f.bounds, out); },
+      [&](const Spec& spec, const Rows& rows) {
         AppendHelpLine(out, spec.name, spec.help);
         AppendTypeLine(out, spec.name, spec.type);
         RenderSeries(spec, rows, out);
