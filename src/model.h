@@ -13,28 +13,12 @@
 #include <prometheus/metric_family.h>
 
 #include "labels.h"
+#include "model_options.h"
 #include "render.h"
 #include "snapshot.h"
 #include "text_buffer.h"
 
 namespace uwsgi_prometheus {
-
-struct ModelOptions {
-  std::string stats_uri;          // value of the stats_uri label
-  bool collect_cores = false;     // per-core families (uwsgi_exporter's --collect.cores)
-  size_t max_label_value_bytes = kMaxLabelValueBytes;
-};
-
-// Counters about the endpoint itself, kept under uwsgi_exporter's names.
-struct SelfStats {
-  bool up = true;                 // the snapshot was taken
-  uint64_t scrapes = 0;           // including this one
-  uint64_t scrape_errors = 0;
-  double scrape_duration_sum = 0; // seconds, completed scrapes
-  uint64_t scrape_duration_count = 0;
-  bool last_scrape_error = false;
-  uint64_t errors = 0;            // uwsgi_prometheus_errors_total
-};
 
 // Appends the families for one scrape to `out`, families sorted by name and
 // series sorted by labels, duplicate series dropped. Never throws for any

@@ -8,7 +8,7 @@
 
 #include <prometheus/metric_type.h>
 
-#include "model.h"
+#include "model_options.h"
 #include "snapshot.h"
 
 namespace uwsgi_prometheus {

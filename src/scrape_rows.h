@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "model_spec.h"
+#include "render.h"
 
 namespace uwsgi_prometheus {
 namespace model {
