@@ -128,7 +128,7 @@ class Monitor:
 
 class Load:
     """Client threads sending requests in a loop until stopped; counts the
-    answers by status (None: no HTTP answer)."""
+    answers by status (None: no HTTP answer, its exception in `errors`)."""
 
     def __init__(self, u, paths, clients):
         self.u = u
@@ -136,6 +136,7 @@ class Load:
         self.stop_event = threading.Event()
         self.lock = threading.Lock()
         self.statuses = {}
+        self.errors = []
         self.threads = [threading.Thread(target=self._loop, args=(i,), daemon=True)
                         for i in range(clients)]
 
@@ -144,11 +145,14 @@ class Load:
         while not self.stop_event.is_set():
             path = self.paths[n % len(self.paths)]
             n += 1
+            error = None
             try:
                 status = self.u.request(path, timeout=60)[0]
-            except Exception:  # counted as no answer
-                status = None
+            except Exception as e:  # counted as no answer
+                status, error = None, e
             with self.lock:
+                if error is not None:
+                    self.errors.append(error)
                 self.statuses[status] = self.statuses.get(status, 0) + 1
 
     def start(self):
@@ -573,13 +577,22 @@ class MulesAndSpooler(unittest.TestCase):
 class ChainReload(unittest.TestCase):
     """A chain reload (master FIFO 'c', lazy-apps) replaces the workers one
     after the other without re-executing the master, under steady load:
-    counters carry on, no request is lost or counted twice, and the
-    endpoint answers throughout.
+    counters carry on, no answered request is missed or counted twice, and
+    the endpoint answers throughout.
 
     uWSGI's per-app counters are the exception: a worker that loads its apps
     itself (lazy-apps) starts them from zero each time it is spawned, and
     the stats server shows that too. The plugin serves uWSGI's values, as
-    uwsgi_exporter does; Prometheus reads the drop as a counter reset."""
+    uwsgi_exporter does; Prometheus reads the drop as a counter reset.
+
+    "No request lost" is uWSGI's promise only for requests a worker has
+    begun: in uWSGI 2.0 a worker marks itself in a request only after it has
+    accepted the connection, and the graceful stop (SIGHUP) exits at once
+    when it is not, so a connection accepted in that gap is closed unread
+    (the client sees a reset; seen rarely, under CPU load). Such a request
+    reaches no app and no counter, so the test allows at most one per
+    replaced worker, each a reset, and compares the counts with the
+    requests answered."""
 
     def test_chain_reload_keeps_counting(self):
         u = Uwsgi(workers=3, extra=[('lazy-apps', 'true'), ('prometheus-per-app', 'true')])
@@ -614,6 +627,10 @@ class ChainReload(unittest.TestCase):
                              what='requests after the reload')
                 finally:
                     statuses = load.stop()
+                lost = statuses.pop(None, 0)
+                self.assertLessEqual(lost, 3, load.errors)
+                for error in load.errors:
+                    self.assertIsInstance(error, ConnectionResetError)
                 total = sum(statuses.values())
                 self.assertEqual(set(statuses), {200, 404}, statuses)
                 stats, samples = settled_snapshot(u, total)
