@@ -76,10 +76,21 @@ bool VerifyPool::Start(const Options& options, std::string* error) {
     }
   }
   pthread_sigmask(SIG_SETMASK, &saved, nullptr);
-  if (rc == 0) return true;
+  if (rc == 0) {
+    WaitUntilStarted();
+    return true;
+  }
   *error = "cannot start the password check threads: " + ErrnoText(rc);
   Stop();
   return false;
+}
+
+// A thread that is still starting may be inside an allocator (its own
+// set-up, a sanitizer's, its crypt_data): a fork then would hand the child
+// that allocator's lock, held by a thread the child does not have.
+void VerifyPool::WaitUntilStarted() {
+  Locked lock(&mutex_);
+  while (ready_ < threads_.size()) pthread_cond_wait(&ready_cond_, &mutex_);
 }
 
 void VerifyPool::Stop() {
@@ -90,6 +101,7 @@ void VerifyPool::Stop() {
   }
   for (pthread_t t : threads_) pthread_join(t, nullptr);
   threads_.clear();
+  ready_ = 0;
   const int fd = wake_fd_.exchange(-1);
   if (fd >= 0) close(fd);
 }
@@ -138,6 +150,11 @@ void* VerifyPool::ThreadMain(void* pool) {
 
 void VerifyPool::Work(void* crypt_state) {
   auto* data = static_cast<crypt_data*>(crypt_state);
+  {
+    Locked lock(&mutex_);
+    ++ready_;
+    pthread_cond_broadcast(&ready_cond_);
+  }
   for (;;) {
     uint32_t index;
     {

@@ -7,9 +7,16 @@
 //
 // Submit() refuses a check at once when the queue is full: the caller
 // answers 429 without waiting. Jobs are fixed-size and preallocated, so
-// the threads never allocate; they touch only their mutex, crypt_r and the
-// eventfd, and nothing of theirs is used in a forked child (see
-// ChildAfterFork).
+// the threads never allocate once started; they touch only their mutex,
+// crypt_r and the eventfd, and nothing of theirs is used in a forked child
+// (see ChildAfterFork).
+//
+// Fork safety: Start() returns only once every thread has finished starting
+// (the thread library's and a sanitizer runtime's set-up allocate, and so
+// does the thread's crypt_data) and waits for work. From then on a fork can
+// only catch a thread waiting, computing in crypt_r or holding the pool's
+// own mutex, which no child uses; Stop() joins them inside the server's
+// owner section, which forks wait for.
 #pragma once
 
 #include <pthread.h>
@@ -44,7 +51,8 @@ class VerifyPool final : public CompletionSource {
   VerifyPool& operator=(const VerifyPool&) = delete;
 
   // Makes the eventfd and starts the threads (with every asynchronous
-  // signal blocked). Returns false with a message.
+  // signal blocked); returns once each of them waits for work. Returns
+  // false with a message.
   bool Start(const Options& options, std::string* error);
   // Joins the threads after the checks they are running; drops the queue.
   void Stop();
@@ -85,12 +93,15 @@ class VerifyPool final : public CompletionSource {
   };
 
   static void* ThreadMain(void* pool);
+  void WaitUntilStarted();
   void Work(void* crypt_data);
 
   Options options_;
   pthread_mutex_t mutex_ = PTHREAD_MUTEX_INITIALIZER;
   pthread_cond_t wake_ = PTHREAD_COND_INITIALIZER;
+  pthread_cond_t ready_cond_ = PTHREAD_COND_INITIALIZER;
   bool stopping_ = false;          // under mutex_
+  size_t ready_ = 0;               // under mutex_: threads done starting
   std::vector<Job> jobs_;          // threads + max_waiting, fixed
   std::vector<uint32_t> free_;     // indexes of free jobs
   std::vector<uint32_t> waiting_;  // FIFO of queued jobs (index 0 first)

@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "http.h"
+#include "verify_pool.h"
 
 namespace uwsgi_prometheus {
 namespace {
@@ -224,6 +225,35 @@ TEST_CASE("Listen, Start and Stop racing forks from another thread", "[fork]") {
   forker.join();
   CHECK(bad.load() == 0);
   CHECK(forks.load() > 0);
+}
+
+// The password checks' threads allocate while they start (the thread
+// library, a sanitizer runtime, their crypt_data); a fork in that instant
+// would leave the child an allocator lock that no thread of its own will
+// release. Start() returns only once they wait for work, so a child forked
+// right after it can allocate, under AddressSanitizer's allocator too (no
+// other thread of this test runs then).
+TEST_CASE("a fork right after the password pool starts hands the child no allocator lock",
+          "[fork]") {
+  for (int round = 0; round < 40; ++round) {
+    VerifyPool pool;
+    std::string error;
+    VerifyPool::Options options;
+    options.threads = 4;
+    REQUIRE(pool.Start(options, &error));
+    const pid_t pid = fork();
+    if (pid == 0) {
+      for (int i = 0; i < 200; ++i) {
+        void* p = std::calloc(1, static_cast<size_t>(16) << (i % 13));
+        if (!p) _exit(4);
+        std::free(p);
+      }
+      _exit(0);
+    }
+    REQUIRE(pid > 0);
+    REQUIRE(Reap(pid) == 0);
+    pool.Stop();
+  }
 }
 
 }  // namespace
