@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstdlib>
 
+#include "go_float.h"
 #include "labels.h"
 
 namespace uwsgi_prometheus {
@@ -172,7 +173,7 @@ double ParseBound(const std::string& le, bool* ok) {
   if (le == "+Inf" || le == "Inf" || le == "inf") return INFINITY;
   if (le == "-Inf" || le == "-inf") return -INFINITY;
   char* end = nullptr;
-  const double v = std::strtod(le.c_str(), &end);
+  const double v = StrtodC(le.c_str(), &end);
   *ok = !le.empty() && end == le.c_str() + le.size() && !std::isnan(v);
   return v;
 }

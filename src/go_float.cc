@@ -1,5 +1,8 @@
 #include "go_float.h"
 
+#include <locale.h>
+#include <stdlib.h>
+
 #include <charconv>
 #include <cmath>
 
@@ -133,6 +136,12 @@ std::string FloatToGoString(double value) {
 std::string PythonFloatRepr(double value) {
   char buf[kGoFloatChars];
   return std::string(Format(value, /*go=*/false, buf, sizeof buf));
+}
+
+double StrtodC(const char* text, char** end) {
+  // glibc's "C" locale object is static: newlocale cannot fail for it.
+  static const locale_t c_locale = newlocale(LC_ALL_MASK, "C", locale_t{});
+  return c_locale ? strtod_l(text, end, c_locale) : strtod(text, end);
 }
 
 }  // namespace uwsgi_prometheus

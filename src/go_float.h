@@ -27,4 +27,10 @@ std::string FloatToGoString(double value);
 // text in `buf`.
 std::string_view FormatGoFloat(double value, char* buf, size_t size);
 
+// strtod in the "C" locale, whatever the process' locale: an application
+// loaded in the master may call setlocale(LC_ALL, "") (Python's
+// locale.setlocale), and under a German LC_NUMERIC plain strtod reads the
+// bucket bound "0.005" as 0 and stops at the dot.
+double StrtodC(const char* text, char** end);
+
 }  // namespace uwsgi_prometheus

@@ -7,6 +7,8 @@
 #include <cstring>
 #include <memory>
 
+#include "go_float.h"
+
 namespace uwsgi_prometheus {
 
 namespace {
@@ -18,7 +20,7 @@ bool ParseNumber(const char* begin, const char* end, double* out) {
   const std::string text(begin, end);
   char* stop = nullptr;
   errno = 0;
-  *out = std::strtod(text.c_str(), &stop);
+  *out = StrtodC(text.c_str(), &stop);
   return stop == text.c_str() + text.size() && errno != ERANGE;
 }
 

@@ -12,6 +12,8 @@
 #include <new>
 #include <tuple>
 
+#include "go_float.h"
+
 namespace uwsgi_prometheus {
 
 using prometheus::ClientMetric;
@@ -81,7 +83,7 @@ bool ParseBuckets(const std::string& text, std::vector<double>* out, std::string
     if (!*p) break;
     char* end = nullptr;
     errno = 0;
-    double v = std::strtod(p, &end);
+    double v = StrtodC(p, &end);
     if (end == p || errno == ERANGE || (*end && *end != ',' && *end != ' ' && *end != '\t')) {
       *error = "'" + text + "' is not a list of numbers (e.g. 0.01,0.1,1,10)";
       return false;

@@ -1,11 +1,18 @@
 #include <catch2/catch.hpp>
 
+#include <clocale>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <string>
 #include <string_view>
+#include <vector>
 
+#include "db_files.h"
+#include "dbkey.h"
 #include "go_float.h"
+#include "native_histogram.h"
+#include "request_stats.h"
 
 using namespace uwsgi_prometheus;
 
@@ -62,4 +69,71 @@ TEST_CASE("PythonFloatRepr spells as Python's repr", "[go_float]") {
   CHECK(PythonFloatRepr(-1e-5) == "-1e-05");
   CHECK(PythonFloatRepr(-0.0) == "-0.0");
   CHECK(PythonFloatRepr(1.0 / 0.0) == "inf");
+}
+
+namespace {
+
+// LC_NUMERIC switched to German (decimal comma) for the scope, from a locale
+// compiled at test time with localedef (Debian's `locales` has the source).
+class GermanNumbers {
+ public:
+  GermanNumbers() {
+    if (system("command -v localedef >/dev/null && test -f /usr/share/i18n/locales/de_DE") != 0)
+      return;
+    const std::string out = dir_.path() + "/de_DE.UTF-8";
+    const std::string command = "localedef -i de_DE -f UTF-8 " + out + " >/dev/null 2>&1";
+    if (system(command.c_str()) != 0 && !std::filesystem::exists(out + "/LC_NUMERIC")) return;
+    const char* old = getenv("LOCPATH");
+    if (old) old_locpath_ = old;
+    had_locpath_ = old != nullptr;
+    setenv("LOCPATH", dir_.path().c_str(), 1);
+    active_ = setlocale(LC_NUMERIC, "de_DE.UTF-8") != nullptr;
+  }
+  ~GermanNumbers() {
+    setlocale(LC_NUMERIC, "C");
+    if (had_locpath_) {
+      setenv("LOCPATH", old_locpath_.c_str(), 1);
+    } else {
+      unsetenv("LOCPATH");
+    }
+  }
+  bool active() const { return active_; }
+
+ private:
+  TempDir dir_;
+  std::string old_locpath_;
+  bool had_locpath_ = false;
+  bool active_ = false;
+};
+
+}  // namespace
+
+TEST_CASE("numbers are read in the C locale whatever LC_NUMERIC says", "[go_float]") {
+  GermanNumbers german;
+  if (!german.active()) {
+    WARN("no de_DE locale could be compiled (localedef, Debian's locales): not checked");
+    return;
+  }
+  REQUIRE(std::strtod("0.5", nullptr) == 0.0);  // the trap: plain strtod stops at the dot
+
+  char* end = nullptr;
+  const char* text = "0.005,1";
+  CHECK(StrtodC(text, &end) == 0.005);
+  CHECK(end == text + 5);
+
+  std::vector<double> buckets;
+  std::string error;
+  REQUIRE(ParseBuckets("0.005, 0.25,2.5", &buckets, &error));
+  CHECK(buckets == std::vector<double>{0.005, 0.25, 2.5});
+
+  double min = 0, max = 0;
+  REQUIRE(ParseNativeRange("0.0001,60.5", &min, &max, &error));
+  CHECK(min == 0.0001);
+  CHECK(max == 60.5);
+
+  KeyTable keys;
+  const int32_t id = keys.Intern(R"(["h", "h_bucket", {"le": "0.025"}, ""])", &error);
+  REQUIRE(id != KeyTable::kInvalid);
+  CHECK(keys.has_le(id));
+  CHECK(keys.le(id) == 0.025);
 }
